@@ -1,0 +1,147 @@
+//! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz` and `/version`.
+//!
+//! Probes point here, never at the exporter: an exporter outage shows as `up == 0` for the
+//! exporter's job in Prometheus, it does not restart the tunnel.
+
+use std::io::Write;
+
+use async_trait::async_trait;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http::header::{ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use http::{Method, Response, StatusCode};
+use log::warn;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{Encoder, TextEncoder};
+
+use crate::build_info;
+
+/// The `/metrics`, `/healthz`, `/readyz`, `/version` app.
+#[derive(Debug, Default)]
+pub struct AdminApp;
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            let mut resp = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here\n",
+            );
+            resp.headers_mut()
+                .insert(ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        match req.uri.path() {
+            "/metrics" => metrics(accepts_gzip(req.headers.get_all(ACCEPT_ENCODING))),
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            // Both listeners are bound before this app starts serving (it depends on the proxy
+            // service), so answering at all means ready.
+            "/readyz" => text(StatusCode::OK, "ready\n"),
+            "/version" => version(),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: this port serves /metrics, /healthz, /readyz and /version\n",
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Vec<u8>> {
+    build(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+        false,
+    )
+}
+
+fn build(status: StatusCode, content_type: &str, body: Vec<u8>, gzip: bool) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, content_type)
+        .header(CONTENT_LENGTH, body.len());
+    if gzip {
+        builder = builder
+            .header(CONTENT_ENCODING, "gzip")
+            .header(VARY, "Accept-Encoding");
+    }
+    // Every part above is a valid static header, so this cannot fail; answer 500 if it ever did.
+    builder.body(body).unwrap_or_else(|e| {
+        warn!("could not build an admin response: {e}");
+        let mut resp = Response::new(Vec::new());
+        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        resp
+    })
+}
+
+/// Whether any `Accept-Encoding` header lists gzip with a non-zero quality.
+fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a http::HeaderValue>) -> bool {
+    values
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let zero_q = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !zero_q
+        })
+}
+
+/// The default registry in the Prometheus text format, gzip-compressed when asked.
+fn metrics(gzip: bool) -> Response<Vec<u8>> {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::with_capacity(16 * 1024);
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut body) {
+        warn!("could not encode /metrics: {e}");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics\n",
+        );
+    }
+    if gzip {
+        let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+        if let Ok(compressed) = gz.write_all(&body).and_then(|()| gz.finish()) {
+            return build(StatusCode::OK, encoder.format_type(), compressed, true);
+        }
+    }
+    build(StatusCode::OK, encoder.format_type(), body, false)
+}
+
+/// `{"version", "gitCommit", "buildTime"}` as the original tool answered.
+fn version() -> Response<Vec<u8>> {
+    let body = serde_json::json!({
+        "version": build_info::VERSION,
+        "gitCommit": build_info::GIT_COMMIT,
+        "buildTime": build_info::BUILD_DATE,
+    });
+    build(
+        StatusCode::OK,
+        "application/json",
+        body.to_string().into_bytes(),
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+    use http::HeaderValue;
+
+    #[test]
+    fn gzip_negotiation() {
+        let yes = |s: &'static str| accepts_gzip([&HeaderValue::from_static(s)]);
+        assert!(yes("gzip"));
+        assert!(yes("identity, GZIP;q=0.5"));
+        assert!(!yes("gzip;q=0"));
+        assert!(!yes("deflate, br"));
+        assert!(!accepts_gzip([]));
+    }
+}

@@ -1,0 +1,182 @@
+//! The YAML conf file: Pingora's own server keys at the top level, the tunnel's in `tunnel:`.
+//!
+//! Pingora reads its `ServerConf` leniently (unknown keys are ignored), so a typo such as
+//! `treads: 4` would silently do nothing. The tunnel reads the same file once, refuses keys that
+//! neither Pingora nor the tunnel knows, and hands Pingora the parsed `ServerConf`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
+
+use super::setting::{ConfigError, Origin, RawValue, Setting};
+
+/// The `tunnel:` section as written; values stay text until `config::load` parses them, so a
+/// bad value is reported in the same words whichever layer it came from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelSection {
+    server_ip: Option<Scalar>,
+    server_port: Option<Scalar>,
+    server_scheme: Option<Scalar>,
+    listen_address: Option<Scalar>,
+    listen_port: Option<Scalar>,
+    metrics_port: Option<Scalar>,
+    debug: Option<Scalar>,
+    upstream_timeout: Option<Scalar>,
+}
+
+/// A YAML scalar of any type, kept as the text the user wrote.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    fn into_text(self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Text(s) => s,
+        }
+    }
+}
+
+/// What one conf file holds: Pingora's server settings and the tunnel's raw values.
+#[derive(Debug)]
+pub struct ConfFile {
+    /// Pingora's `ServerConf` from the top-level keys.
+    pub server: ServerConf,
+    /// The values of the `tunnel:` section, one per setting present.
+    pub values: Vec<RawValue>,
+}
+
+/// Reads and checks the conf file at `path`.
+pub fn load(path: &Path) -> Result<ConfFile, ConfigError> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::other(
+            format!("conf file {shown:?} ({e})"),
+            "a readable YAML file, as given by -c/--conf",
+        )
+    })?;
+    parse(&text, path)
+}
+
+/// Parses the text of a conf file; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
+    let shown = path.display();
+    let doc: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| ConfigError::other(format!("conf file {shown:?} ({e})"), "valid YAML"))?;
+    let mut top = match doc {
+        serde_yaml::Value::Mapping(m) => m,
+        // An empty file is an empty conf: all defaults.
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        _ => {
+            return Err(ConfigError::other(
+                format!("conf file {shown:?}"),
+                "a YAML mapping of settings at the top level",
+            ))
+        }
+    };
+
+    let section = top.remove("tunnel");
+    let known = pingora_keys();
+    for key in top.keys() {
+        let name = key.as_str().unwrap_or("<not a string>");
+        if !known.contains(name) {
+            return Err(ConfigError::other(
+                format!("unknown top-level key {name:?} in conf file {shown:?}"),
+                format!(
+                    "`tunnel:` or one of Pingora's server settings ({})",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+
+    let server = serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(top))
+        .map_err(|e| {
+            ConfigError::other(
+                format!("Pingora server settings in conf file {shown:?} ({e})"),
+                "the types of Pingora's ServerConf",
+            )
+        })?
+        .validate()
+        .map_err(|e| {
+            ConfigError::other(
+                format!("Pingora server settings in conf file {shown:?} ({e})"),
+                "valid Pingora settings",
+            )
+        })?;
+
+    let section: TunnelSection = match section {
+        None | Some(serde_yaml::Value::Null) => TunnelSection::default(),
+        Some(value) => serde_yaml::from_value(value).map_err(|e| {
+            ConfigError::other(
+                format!("section `tunnel:` of conf file {shown:?} ({e})"),
+                format!(
+                    "only these keys: {}",
+                    Setting::ALL.map(Setting::key).join(", ")
+                ),
+            )
+        })?,
+    };
+
+    Ok(ConfFile {
+        server,
+        values: section.into_values(path.to_path_buf()),
+    })
+}
+
+impl TunnelSection {
+    fn into_values(self, path: PathBuf) -> Vec<RawValue> {
+        let TunnelSection {
+            server_ip,
+            server_port,
+            server_scheme,
+            listen_address,
+            listen_port,
+            metrics_port,
+            debug,
+            upstream_timeout,
+        } = self;
+        [
+            (Setting::ServerIp, server_ip),
+            (Setting::ServerPort, server_port),
+            (Setting::ServerScheme, server_scheme),
+            (Setting::ListenAddress, listen_address),
+            (Setting::ListenPort, listen_port),
+            (Setting::MetricsPort, metrics_port),
+            (Setting::Debug, debug),
+            (Setting::UpstreamTimeout, upstream_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(setting, value)| {
+            value.map(|v| RawValue {
+                setting,
+                origin: Origin::File(path.clone()),
+                text: v.into_text(),
+            })
+        })
+        .collect()
+    }
+}
+
+/// The top-level keys Pingora's `ServerConf` understands, read off its own serialisation so the
+/// list follows the Pingora version in use.
+fn pingora_keys() -> BTreeSet<String> {
+    match serde_yaml::to_value(ServerConf::default()) {
+        Ok(serde_yaml::Value::Mapping(m)) => m
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}

@@ -1,0 +1,161 @@
+//! Parsers for single setting values. Each returns the typed value or what it expected, so
+//! every source (env, conf file, flag) refuses a bad value with the same words.
+
+use std::net::IpAddr;
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+/// The exporter's host as configured: an address used as is, or a name resolved when connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExporterHost {
+    /// An IPv4 or IPv6 address.
+    Ip(IpAddr),
+    /// A DNS name, validated for syntax only; it is resolved when a scrape needs it, so a
+    /// name that does not resolve yet is a 502, not a refusal to start.
+    Name(String),
+}
+
+impl ExporterHost {
+    /// Whether this host is this machine, where the tunnel's own port would loop back to itself.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ExporterHost::Ip(ip) => ip.is_loopback() || ip.is_unspecified(),
+            ExporterHost::Name(name) => name.eq_ignore_ascii_case("localhost"),
+        }
+    }
+}
+
+impl std::fmt::Display for ExporterHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExporterHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            ExporterHost::Ip(ip) => write!(f, "{ip}"),
+            ExporterHost::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// How the tunnel talks to the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+const HOST_EXPECTED: &str = "an IPv4 address, an IPv6 address or a DNS name (no scheme, no port)";
+
+/// `SERVER_IP`: an IP address (IPv6 with or without brackets) or a DNS name.
+pub fn exporter_host(text: &str) -> Result<ExporterHost, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(HOST_EXPECTED.into());
+    }
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(ExporterHost::Ip(ip));
+    }
+    if text.contains("://") {
+        return Err(format!("{HOST_EXPECTED}; put the scheme in SERVER_SCHEME"));
+    }
+    if text.contains(':') {
+        return Err(format!("{HOST_EXPECTED}; put the port in SERVER_PORT"));
+    }
+    if is_dns_name(text) {
+        return Ok(ExporterHost::Name(text.to_ascii_lowercase()));
+    }
+    Err(HOST_EXPECTED.into())
+}
+
+/// RFC 1123 host name syntax: dot-separated labels of letters, digits and inner hyphens.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A TCP port, 1-65535.
+pub fn port(text: &str) -> Result<NonZeroU16, String> {
+    text.trim()
+        .parse::<u16>()
+        .ok()
+        .and_then(NonZeroU16::new)
+        .ok_or_else(|| "a port 1-65535".to_string())
+}
+
+/// `http` or `https`, in any case.
+pub fn scheme(text: &str) -> Result<Scheme, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "http" => Ok(Scheme::Http),
+        "https" => Ok(Scheme::Https),
+        _ => Err("http or https".into()),
+    }
+}
+
+/// An address to bind: IPv4 or IPv6, brackets allowed.
+pub fn listen_address(text: &str) -> Result<IpAddr, String> {
+    let text = text.trim();
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    unbracketed
+        .parse()
+        .map_err(|_| "an IPv4 or IPv6 address to bind, such as 0.0.0.0, 127.0.0.1 or ::".into())
+}
+
+/// `true`/`false`/`1`/`0` (also `yes`/`no`, `on`/`off`), in any case.
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("true, false, 1 or 0".into()),
+    }
+}
+
+/// The longest timeout accepted; anything longer is a typo, not a scrape.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A timeout: a duration with units (`10s`, `500ms`, `1m30s`) or a plain number of seconds
+/// (`10`, `2.5`, as Prometheus writes them), more than zero and at most an hour.
+pub fn timeout(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str =
+        "a duration above 0 and at most 1h, such as 10s, 500ms, 1m30s or a number of seconds";
+    let text = text.trim();
+    let parsed = match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Duration::try_from_secs_f64(secs).ok(),
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(text).ok(),
+    };
+    match parsed {
+        Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
+        _ => Err(EXPECTED.into()),
+    }
+}
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;

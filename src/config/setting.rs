@@ -1,0 +1,157 @@
+//! The tunnel's settings by name, and where a value for one came from.
+//!
+//! Each setting has three spellings: its environment variable (the contract in DESIGN.md), its
+//! key in the `tunnel:` section of the YAML conf file and its command-line flag. Errors name the
+//! spelling the user actually wrote, so the message points at the line to fix.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One tunnel setting, as the user can spell it in the env, the conf file or on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// Exporter host: IPv4, IPv6 or DNS name.
+    ServerIp,
+    /// Exporter port.
+    ServerPort,
+    /// `http` or `https` to the exporter.
+    ServerScheme,
+    /// Address both listeners bind.
+    ListenAddress,
+    /// Port Prometheus scrapes; requests there are forwarded to the exporter.
+    ListenPort,
+    /// Port of the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`.
+    MetricsPort,
+    /// Debug logging.
+    Debug,
+    /// Whole-request limit to the exporter.
+    UpstreamTimeout,
+}
+
+impl Setting {
+    /// Every setting, in the order `--help` and the README list them.
+    pub const ALL: [Setting; 8] = [
+        Setting::ServerIp,
+        Setting::ServerPort,
+        Setting::ServerScheme,
+        Setting::ListenAddress,
+        Setting::ListenPort,
+        Setting::MetricsPort,
+        Setting::Debug,
+        Setting::UpstreamTimeout,
+    ];
+
+    /// The environment variable, e.g. `SERVER_PORT`.
+    pub fn env(self) -> &'static str {
+        match self {
+            Setting::ServerIp => "SERVER_IP",
+            Setting::ServerPort => "SERVER_PORT",
+            Setting::ServerScheme => "SERVER_SCHEME",
+            Setting::ListenAddress => "LISTEN_ADDRESS",
+            Setting::ListenPort => "LISTEN_PORT",
+            Setting::MetricsPort => "METRICS_PORT",
+            Setting::Debug => "DEBUG",
+            Setting::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+        }
+    }
+
+    /// The key in the conf file's `tunnel:` section, e.g. `server_port`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Setting::ServerIp => "server_ip",
+            Setting::ServerPort => "server_port",
+            Setting::ServerScheme => "server_scheme",
+            Setting::ListenAddress => "listen_address",
+            Setting::ListenPort => "listen_port",
+            Setting::MetricsPort => "metrics_port",
+            Setting::Debug => "debug",
+            Setting::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The command-line flag, e.g. `--server-port`.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::ServerIp => "--server-ip",
+            Setting::ServerPort => "--server-port",
+            Setting::ServerScheme => "--server-scheme",
+            Setting::ListenAddress => "--listen-address",
+            Setting::ListenPort => "--listen-port",
+            Setting::MetricsPort => "--metrics-port",
+            Setting::Debug => "--debug",
+            Setting::UpstreamTimeout => "--upstream-timeout",
+        }
+    }
+}
+
+/// Where the value of a setting came from; the lowest layer is the built-in default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// The `tunnel:` section of this conf file.
+    File(PathBuf),
+    /// The process environment.
+    Env,
+    /// A command-line flag.
+    Cli,
+}
+
+/// A raw value for one setting and where it came from, before it is parsed.
+#[derive(Debug, Clone)]
+pub struct RawValue {
+    /// Which setting this is.
+    pub setting: Setting,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The text as the user wrote it.
+    pub text: String,
+}
+
+impl RawValue {
+    /// The name of this value as the user wrote it: `SERVER_PORT`, `--server-port` or
+    /// `tunnel.server_port in FILE`.
+    pub fn name(&self) -> String {
+        match &self.origin {
+            Origin::Default => format!("{} (default)", self.setting.env()),
+            Origin::File(path) => format!("tunnel.{} in {}", self.setting.key(), path.display()),
+            Origin::Env => self.setting.env().to_string(),
+            Origin::Cli => self.setting.flag().to_string(),
+        }
+    }
+}
+
+/// One refused configuration value: what was wrong and what is expected instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// What the user wrote (`SERVER_PORT="abc"`) or which file or key is at fault.
+    pub subject: String,
+    /// What is expected instead.
+    pub expected: String,
+}
+
+impl ConfigError {
+    /// A refused value of a setting.
+    pub fn value(raw: &RawValue, expected: impl Into<String>) -> Self {
+        ConfigError {
+            subject: format!("{}={:?}", raw.name(), raw.text),
+            expected: expected.into(),
+        }
+    }
+
+    /// A problem that is not one value: a missing file, an unknown key.
+    pub fn other(subject: impl Into<String>, expected: impl Into<String>) -> Self {
+        ConfigError {
+            subject: subject.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: expected {}", self.subject, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}

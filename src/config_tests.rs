@@ -1,0 +1,153 @@
+use super::*;
+use std::path::PathBuf;
+
+fn file_value(setting: Setting, text: &str) -> RawValue {
+    RawValue {
+        setting,
+        origin: Origin::File(PathBuf::from("t.yaml")),
+        text: text.into(),
+    }
+}
+
+fn cli_value(setting: Setting, text: &str) -> RawValue {
+    RawValue {
+        setting,
+        origin: Origin::Cli,
+        text: text.into(),
+    }
+}
+
+fn lines(errors: Vec<ConfigError>) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn defaults_fill_everything_but_the_exporter() {
+    let env = HashMap::from([("SERVER_IP", "10.0.0.7")]);
+    let c = merge(vec![], &env, vec![]).expect("valid");
+    assert_eq!(
+        c.exporter.host,
+        ExporterHost::Ip("10.0.0.7".parse().unwrap())
+    );
+    assert_eq!(c.exporter.port.get(), DEFAULT_SERVER_PORT);
+    assert_eq!(c.exporter.scheme, Scheme::Http);
+    assert_eq!(c.exporter.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert_eq!(c.listen.proxy_addr().to_string(), "0.0.0.0:8080");
+    assert_eq!(c.listen.metrics_addr().to_string(), "0.0.0.0:9182");
+    assert!(!c.debug);
+}
+
+#[test]
+fn later_layers_win() {
+    let file = vec![
+        file_value(Setting::ServerIp, "file-host"),
+        file_value(Setting::ServerPort, "1000"),
+        file_value(Setting::ListenPort, "2000"),
+    ];
+    let env = HashMap::from([("SERVER_PORT", "1001"), ("LISTEN_PORT", "2001")]);
+    let cli = vec![cli_value(Setting::ListenPort, "2002")];
+    let c = merge(file, &env, cli).expect("valid");
+    assert_eq!(c.exporter.host, ExporterHost::Name("file-host".into()));
+    assert_eq!(c.exporter.port.get(), 1001);
+    assert_eq!(c.listen.proxy_port.get(), 2002);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_source() {
+    let file = vec![file_value(Setting::UpstreamTimeout, "soon")];
+    let env = HashMap::from([
+        ("SERVER_IP", ""),
+        ("SERVER_PORT", "abc"),
+        ("DEBUG", "maybe"),
+    ]);
+    let cli = vec![cli_value(Setting::ListenPort, "70000")];
+    let errors = lines(merge(file, &env, cli).unwrap_err());
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert!(errors[0].starts_with("SERVER_IP=\"\": expected an IPv4 address"));
+    assert_eq!(errors[1], "SERVER_PORT=\"abc\": expected a port 1-65535");
+    assert_eq!(
+        errors[2],
+        "--listen-port=\"70000\": expected a port 1-65535"
+    );
+    assert_eq!(errors[3], "DEBUG=\"maybe\": expected true, false, 1 or 0");
+    assert!(
+        errors[4].starts_with("tunnel.upstream_timeout in t.yaml=\"soon\": expected a duration")
+    );
+}
+
+#[test]
+fn missing_exporter_is_refused() {
+    let errors = lines(merge(vec![], &HashMap::new(), vec![]).unwrap_err());
+    assert_eq!(
+        errors,
+        ["SERVER_IP is not set: expected the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip"]
+    );
+}
+
+#[test]
+fn shared_port_is_refused() {
+    let env = HashMap::from([
+        ("SERVER_IP", "h"),
+        ("LISTEN_PORT", "9000"),
+        ("METRICS_PORT", "9000"),
+    ]);
+    let errors = lines(merge(vec![], &env, vec![]).unwrap_err());
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0]
+        .starts_with("METRICS_PORT=\"9000\": expected a port other than LISTEN_PORT (9000)"));
+}
+
+#[test]
+fn forwarding_to_itself_is_refused() {
+    let env = HashMap::from([("SERVER_IP", "127.0.0.1"), ("SERVER_PORT", "8080")]);
+    let errors = lines(merge(vec![], &env, vec![]).unwrap_err());
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("would forward to itself"), "{errors:?}");
+}
+
+#[test]
+fn conf_file_sections() {
+    let path = Path::new("t.yaml");
+    let conf = file::parse(
+        "version: 1\nthreads: 2\ngrace_period_seconds: 1\ntunnel:\n  server_ip: 10.1.1.1\n  server_port: 9100\n  debug: true\n",
+        path,
+    )
+    .expect("valid");
+    assert_eq!(conf.server.threads, 2);
+    assert_eq!(conf.server.grace_period_seconds, Some(1));
+    let texts: Vec<_> = conf
+        .values
+        .iter()
+        .map(|v| (v.setting, v.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (Setting::ServerIp, "10.1.1.1"),
+            (Setting::ServerPort, "9100"),
+            (Setting::Debug, "true")
+        ]
+    );
+
+    let unknown = file::parse("tunnel:\n  server_ipp: x\n", path)
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown field `server_ipp`"), "{unknown}");
+    assert!(
+        unknown.contains("expected only these keys: server_ip,"),
+        "{unknown}"
+    );
+
+    let top = file::parse("treads: 4\n", path).unwrap_err().to_string();
+    assert!(top.starts_with("unknown top-level key \"treads\""), "{top}");
+
+    let typed = file::parse("threads: many\n", path)
+        .unwrap_err()
+        .to_string();
+    assert!(typed.contains("Pingora server settings"), "{typed}");
+
+    assert!(file::parse("", path)
+        .expect("empty is valid")
+        .values
+        .is_empty());
+}

@@ -1,0 +1,17 @@
+//! prometheus-tunnel: a Pingora reverse proxy that lets a Prometheus scrape an exporter it cannot
+//! reach directly, and records its own metrics while doing so.
+//!
+//! The binary (`src/main.rs`) loads a [`config::LoadedConfig`], builds the two services in
+//! [`service`] and runs them in one Pingora `Server`. The modules are public so integration
+//! tests and benches can reach them.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod build_info;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod service;
+pub mod upstream;

@@ -1,0 +1,77 @@
+//! Load the configuration, build the proxy and metrics services, run them in one Pingora server.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use log::info;
+use pingora_core::server::Server;
+
+use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv};
+use prometheus_tunnel::{build_info, logging, metrics, service};
+
+/// Exit code for a configuration that was refused.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let LoadedConfig { tunnel, server } = match config::load(&cli, &ProcessEnv) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("prometheus-tunnel: configuration error: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(tunnel.debug);
+
+    if cli.pingora.test {
+        println!("prometheus-tunnel: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    // When upgrading, the old process still holds the ports and hands them over.
+    if !cli.pingora.upgrade {
+        for addr in [tunnel.listen.proxy_addr(), tunnel.listen.metrics_addr()] {
+            if let Err(e) = TcpListener::bind(addr) {
+                eprintln!("prometheus-tunnel: cannot listen on {addr}: {e}: expected a free port and an address of this machine");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+
+    metrics::init();
+    // The conf file was read already; Pingora must not read it again.
+    let mut opt = cli.pingora;
+    opt.conf = None;
+    let mut server = Server::new_with_opt_and_conf(opt, server);
+    server.bootstrap();
+    let server_conf = Arc::clone(&server.configuration);
+
+    let proxy = match service::proxy_service(&server_conf, &tunnel) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("prometheus-tunnel: cannot build the proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin = service::admin_service(&tunnel);
+    let proxy_handle = server.add_service(proxy);
+    let admin_handle = server.add_service(admin);
+    // /readyz answers only once the proxy port is up.
+    admin_handle.add_dependency(&proxy_handle);
+
+    info!(
+        "prometheus-tunnel {} ({}, built {}): forwarding {} to {}://{} (timeout {:?}); metrics, health and version on {}",
+        build_info::VERSION,
+        build_info::GIT_COMMIT,
+        build_info::BUILD_DATE,
+        tunnel.listen.proxy_addr(),
+        tunnel.exporter.scheme.as_str(),
+        tunnel.exporter.authority(),
+        tunnel.exporter.timeout,
+        tunnel.listen.metrics_addr(),
+    );
+    server.run_forever()
+}

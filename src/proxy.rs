@@ -1,0 +1,284 @@
+//! The proxy port: a Pingora [`ProxyHttp`] that forwards Prometheus' scrapes to the exporter.
+//!
+//! The phases, in the order Pingora runs them for one request:
+//! - `request_filter`: refuse anything but GET and HEAD (405, never forwarded) and set the
+//!   request's deadline from `UPSTREAM_TIMEOUT` and Prometheus' scrape-timeout header.
+//! - `upstream_peer`: the exporter, with every connect/read/write timeout set to the deadline.
+//! - `upstream_request_filter`: `Host` set to the exporter; path, query and the rest untouched.
+//! - `upstream_response_body_filter`: the body streams through; a body still arriving after the
+//!   deadline fails the request (504, or a cut connection if the header was already sent).
+//! - `fail_to_proxy`: 502/504 with a one-line reason for the client.
+//! - `logging`: the metrics, once per request whatever its end.
+
+mod outcome;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{
+    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+};
+use http::Method;
+use log::debug;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use outcome::{Failure, CLIENT_CLOSED};
+
+use crate::config::ExporterConfig;
+use crate::metrics::METRICS;
+use crate::upstream::Upstream;
+
+/// The header in which Prometheus sends its scrape timeout, in seconds.
+pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
+    HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+
+/// Headers that describe the client's connection, not the request; the exporter connection is
+/// the tunnel's own and is kept alive whatever the client asked for.
+const HOP_BY_HOP: [HeaderName; 4] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::UPGRADE,
+];
+
+/// Forwards scrapes to one exporter and records the tunnel's metrics.
+pub struct TunnelProxy {
+    upstream: Upstream,
+    /// `Host` sent to the exporter: its `host:port`.
+    host_header: HeaderValue,
+    /// `UPSTREAM_TIMEOUT`: the longest a request may take.
+    timeout: Duration,
+}
+
+impl TunnelProxy {
+    /// A proxy to `exporter`.
+    pub fn new(exporter: &ExporterConfig) -> Result<Self> {
+        let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
+            Error::because(
+                ErrorType::InternalError,
+                "exporter authority as Host header",
+                e,
+            )
+        })?;
+        Ok(TunnelProxy {
+            upstream: Upstream::new(exporter),
+            host_header,
+            timeout: exporter.timeout,
+        })
+    }
+
+    /// The deadline of one request: `UPSTREAM_TIMEOUT`, or Prometheus' scrape timeout if that
+    /// is smaller. A malformed header is ignored: the scrape still gets the configured limit.
+    fn deadline(&self, req: &RequestHeader) -> Duration {
+        req.headers
+            .get(&SCRAPE_TIMEOUT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs > 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map_or(self.timeout, |scrape| scrape.min(self.timeout))
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    /// When the request's header had been read.
+    start: Instant,
+    /// The whole-request limit for this request.
+    deadline: Duration,
+    /// Keeps `proxy_in_flight_requests` right even if the request is dropped mid-way.
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `proxy_in_flight_requests` for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        METRICS.in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        METRICS.in_flight.dec();
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for TunnelProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            deadline: self.timeout,
+            _in_flight: InFlight::enter(),
+        }
+    }
+
+    /// Answers 405 to anything but GET and HEAD; returns `Ok(true)` when it answered.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            debug!(
+                "refused {} {}: only GET and HEAD are forwarded",
+                req.method, req.uri
+            );
+            respond_method_not_allowed(session).await?;
+            return Ok(true);
+        }
+        ctx.deadline = self.deadline(req);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Time already spent (reading the request, a retried connection) counts against it.
+        let remaining = ctx.deadline.saturating_sub(ctx.start.elapsed());
+        if remaining.is_zero() {
+            return Err(Error::explain(
+                ErrorType::ConnectTimedout,
+                "scrape deadline passed before connecting",
+            )
+            .into_up());
+        }
+        self.upstream.peer(remaining).await
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_request.insert_header(HOST, self.host_header.clone())?;
+        for name in &HOP_BY_HOP {
+            upstream_request.remove_header(name);
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(chunk) = body {
+            METRICS.response_bytes.inc_by(chunk.len() as u64);
+        }
+        // Each read has the deadline as its timeout; this catches an exporter that trickles.
+        if ctx.start.elapsed() > ctx.deadline {
+            return Err(Error::explain(
+                ErrorType::ReadTimedout,
+                format!(
+                    "scrape deadline of {:?} passed while the exporter was still sending its body",
+                    ctx.deadline
+                ),
+            )
+            .into_up());
+        }
+        Ok(None)
+    }
+
+    /// Answers the failure with its status and a one-line reason, unless the response header
+    /// had already gone out; then the connection is closed so the client sees a cut body.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let failure = Failure::of(e);
+        // Pingora does not reuse a client connection after a proxy failure; say so.
+        session.set_keepalive(None);
+        if failure.status != CLIENT_CLOSED && session.response_written().is_none() {
+            let body = Bytes::from(format!(
+                "{} {}: {}\n",
+                failure.status,
+                http::StatusCode::from_u16(failure.status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or(""),
+                failure.reason()
+            ));
+            if let Err(write_err) = respond(session, failure.status, body, &[]).await {
+                debug!(
+                    "could not send the {} answer to the client: {write_err}",
+                    failure.status
+                );
+            }
+        }
+        FailToProxy {
+            error_code: failure.status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Records the request's metrics, once, whatever its end.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = match e {
+            Some(e) => {
+                let failure = Failure::of(e);
+                if let Some(kind) = failure.upstream {
+                    METRICS.upstream_error(kind).inc();
+                }
+                failure.status
+            }
+            None => session
+                .response_written()
+                .map_or(500, |r| r.status.as_u16()),
+        };
+        METRICS.requests.inc();
+        METRICS.status(status).inc();
+        METRICS.duration.observe(ctx.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Answers 405 with the methods that are allowed.
+async fn respond_method_not_allowed(session: &mut Session) -> Result<()> {
+    // The request body, if any, is never read; do not reuse the connection after it.
+    session.set_keepalive(None);
+    let body =
+        Bytes::from_static(b"405 Method Not Allowed: the tunnel forwards only GET and HEAD\n");
+    respond(
+        session,
+        405,
+        body,
+        &[(ALLOW, HeaderValue::from_static("GET, HEAD"))],
+    )
+    .await
+}
+
+/// Writes a complete small plain-text response.
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3 + headers.len()))?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    for (name, value) in headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    let head_only = session.req_header().method == Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}

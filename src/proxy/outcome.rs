@@ -1,0 +1,138 @@
+//! What a failed request ends as: the status the client is told and the kind of upstream failure
+//! it is counted under. One table, so the answer, the log line and the metric always agree.
+
+use pingora_error::{Error, ErrorSource, ErrorType};
+
+use crate::metrics::UpstreamErrorKind;
+use crate::upstream::DNS_ERROR;
+
+/// Status for a client that went away before its answer was sent (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The end of a request that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Status the client is (or would have been) answered with.
+    pub status: u16,
+    /// The upstream failure, when the exporter side is at fault.
+    pub upstream: Option<UpstreamErrorKind>,
+}
+
+impl Failure {
+    /// Classifies a Pingora error: timeouts toward the exporter are 504, every other exporter
+    /// failure 502, a client that went away 499, a bad request 400, anything internal 500.
+    pub fn of(e: &Error) -> Failure {
+        use ErrorType::*;
+        use UpstreamErrorKind as K;
+        let etype = e.etype();
+        if let HTTPStatus(code) = etype {
+            return Failure {
+                status: *code,
+                upstream: None,
+            };
+        }
+        match e.esource() {
+            ErrorSource::Upstream => {
+                let (status, kind) = match etype {
+                    ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout => {
+                        (504, K::Timeout)
+                    }
+                    ConnectRefused | ConnectNoRoute => (502, K::Refused),
+                    TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => {
+                        (502, K::Tls)
+                    }
+                    ConnectProxyFailure => (502, K::Proxy),
+                    ConnectionClosed | ReadError | WriteError => (502, K::Reset),
+                    InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
+                        (502, K::Protocol)
+                    }
+                    Custom(name) if *name == DNS_ERROR => (502, K::Dns),
+                    _ => (502, K::Other),
+                };
+                Failure {
+                    status,
+                    upstream: Some(kind),
+                }
+            }
+            ErrorSource::Downstream => Failure {
+                status: match etype {
+                    ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => {
+                        CLIENT_CLOSED
+                    }
+                    _ => 400,
+                },
+                upstream: None,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Failure {
+                status: 500,
+                upstream: None,
+            },
+        }
+    }
+
+    /// A short, safe reason for the error response body.
+    pub fn reason(&self) -> &'static str {
+        match self.upstream {
+            Some(UpstreamErrorKind::Timeout) => "the exporter did not answer before the deadline",
+            Some(UpstreamErrorKind::Refused) => "the exporter refused the connection",
+            Some(UpstreamErrorKind::Dns) => "the exporter's host name did not resolve",
+            Some(UpstreamErrorKind::Tls) => "the TLS handshake with the exporter failed",
+            Some(UpstreamErrorKind::Proxy) => "the forward proxy to the exporter failed",
+            Some(UpstreamErrorKind::Reset) => "the exporter closed the connection",
+            Some(UpstreamErrorKind::Protocol) => "the exporter's answer was not valid HTTP",
+            Some(UpstreamErrorKind::Other) => "the exporter could not be reached",
+            None => "the request could not be answered",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(t: ErrorType) -> Failure {
+        Failure::of(&Error::new_up(t))
+    }
+
+    #[test]
+    fn statuses_and_kinds() {
+        assert_eq!(up(ErrorType::ConnectRefused).status, 502);
+        assert_eq!(
+            up(ErrorType::ConnectRefused).upstream,
+            Some(UpstreamErrorKind::Refused)
+        );
+        assert_eq!(up(ErrorType::ReadTimedout).status, 504);
+        assert_eq!(
+            up(ErrorType::ConnectTimedout).upstream,
+            Some(UpstreamErrorKind::Timeout)
+        );
+        assert_eq!(
+            up(ErrorType::InvalidCert).upstream,
+            Some(UpstreamErrorKind::Tls)
+        );
+        assert_eq!(
+            up(ErrorType::ConnectionClosed).upstream,
+            Some(UpstreamErrorKind::Reset)
+        );
+        assert_eq!(
+            up(ErrorType::Custom(DNS_ERROR)).upstream,
+            Some(UpstreamErrorKind::Dns)
+        );
+        assert_eq!(
+            Failure::of(&Error::new_down(ErrorType::WriteError)).status,
+            CLIENT_CLOSED
+        );
+        assert_eq!(
+            Failure::of(&Error::new_down(ErrorType::InvalidHTTPHeader)).status,
+            400
+        );
+        assert_eq!(
+            Failure::of(&Error::new_in(ErrorType::InternalError)).status,
+            500
+        );
+        assert_eq!(
+            Failure::of(&Error::new(ErrorType::HTTPStatus(405))).status,
+            405
+        );
+    }
+}
