@@ -1,0 +1,304 @@
+//! Helpers shared by the integration tests: run the built tunnel on free loopback ports, talk
+//! HTTP to it, and read its `/metrics` the way Prometheus does.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_prometheus-tunnel");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts connections on `port`, or panics after `limit`.
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < limit,
+            "nothing listened on port {port} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A command that must be installed for a test; the test fails (never skips) without it.
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{name}` is not installed: run scripts/test.sh, or `apt-get install {package}`")
+    })
+}
+
+/// The tunnel binary, started with a clean environment plus what the test sets.
+pub struct Tunnel {
+    child: Child,
+    pub proxy_port: u16,
+    pub metrics_port: u16,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Tunnel {
+    /// Starts the tunnel in front of the exporter at 127.0.0.1:`exporter_port` and waits for
+    /// its metrics port (which opens after the proxy port).
+    pub fn start(exporter_port: u16, env: &[(&str, &str)]) -> Tunnel {
+        Self::start_with(exporter_port, env, &[])
+    }
+
+    /// As [`Tunnel::start`], with extra command-line arguments.
+    pub fn start_with(exporter_port: u16, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
+        let proxy_port = free_port();
+        let metrics_port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("tunnel.log");
+        let mut cmd = base_command();
+        cmd.env("SERVER_IP", "127.0.0.1")
+            .env("SERVER_PORT", exporter_port.to_string())
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("LISTEN_PORT", proxy_port.to_string())
+            .env("METRICS_PORT", metrics_port.to_string())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start the tunnel");
+        let tunnel = Tunnel {
+            child,
+            proxy_port,
+            metrics_port,
+            dir,
+            log,
+        };
+        wait_for_port(metrics_port, Duration::from_secs(10));
+        tunnel
+    }
+
+    /// `http://127.0.0.1:<proxy port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.proxy_port)
+    }
+
+    /// `http://127.0.0.1:<metrics port><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
+    /// The tunnel's `/metrics`, parsed.
+    pub fn metrics(&self) -> Metrics {
+        let body = get(&self.admin_url("/metrics")).body_string();
+        Metrics::parse(&body)
+    }
+
+    /// What the tunnel logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the tunnel.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "tunnel did not exit within {limit:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tunnel binary with an environment holding nothing the tunnel reads.
+pub fn base_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// An HTTP answer: status, headers and the whole body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn body_string(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request with `agent`; any status is an answer, only transport failures panic.
+pub fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let resp = match req.call() {
+        Ok(resp) => resp,
+        Err(ureq::Error::Status(_, resp)) => resp,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|k| {
+            let v = resp.header(&k).unwrap_or_default().to_string();
+            (k, v)
+        })
+        .collect();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).expect("read body");
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A keep-alive client with a generous timeout.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// A one-off GET.
+pub fn get(url: &str) -> Answer {
+    request(&agent(), "GET", url, &[])
+}
+
+/// Samples of a Prometheus text exposition, by name and labels.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    samples: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    /// Parses the text format (no escapes inside label values are needed for our metrics).
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let value: f64 = value.parse().expect("sample value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let labels = rest
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let (k, v) = p.split_once('=').expect("label");
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), HashMap::new()),
+            };
+            samples.push((name, labels, value));
+        }
+        Metrics { samples }
+    }
+
+    /// The value of the series `name` whose labels include `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    /// As [`Metrics::get`], treating a missing series as 0 (Prometheus' view of an unseen status).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+}
+
+/// A page shaped like node_exporter's, exactly `size` bytes long.
+pub fn exporter_page(size: usize) -> Vec<u8> {
+    let mut page = Vec::with_capacity(size + 64);
+    let mut i = 0u64;
+    while page.len() < size {
+        page.extend_from_slice(
+            format!(
+                "node_test_series{{cpu=\"{}\",mode=\"idle\"}} {}.{}\n",
+                i % 64,
+                i * 7919,
+                i % 1000
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    page.truncate(size);
+    page
+}
+
+/// Writes `text` to `name` inside `dir` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}

@@ -1,0 +1,157 @@
+//! A small real HTTP/1.1 exporter for tests: it serves a page on a free loopback port, keeps
+//! connections alive, can be told to answer slowly, and remembers every request it saw.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// One request as the exporter received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct State {
+    page: Vec<u8>,
+    delay: Mutex<Duration>,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// The running exporter; stops accepting when dropped.
+pub struct Exporter {
+    pub port: u16,
+    state: Arc<State>,
+}
+
+impl Exporter {
+    /// Serves `page` on 127.0.0.1 at a free port.
+    pub fn start(page: Vec<u8>) -> Exporter {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind exporter");
+        let port = listener.local_addr().expect("exporter addr").port();
+        let state = Arc::new(State {
+            page,
+            delay: Mutex::new(Duration::ZERO),
+            seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let accept_state = Arc::clone(&state);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_state.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                let conn_state = Arc::clone(&accept_state);
+                thread::spawn(move || serve(stream, &conn_state));
+            }
+        });
+        Exporter { port, state }
+    }
+
+    /// Makes every following answer wait `delay` before its header.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections were accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(stream: TcpStream, state: &State) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_string(), v.trim().to_string());
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.parse().unwrap_or(0);
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let close = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        state.seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            target,
+            headers,
+        });
+        let delay = *state.delay.lock().unwrap();
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+            state.page.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if method != "HEAD" && writer.write_all(&state.page).is_err() {
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}
