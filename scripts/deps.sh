@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, only when it is missing:
 #   cmake                     to build pingora-core's zlib-ng
-#   prometheus, promtool      the real Prometheus of the end-to-end test
+#   prometheus, promtool      the real Prometheus of the end-to-end test; promtool checks the rules
 #   prometheus-node-exporter  the real exporter scraped through the tunnel
+#   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
 # Usage: scripts/deps.sh [build|test]   (build: cmake only)
 set -euo pipefail
 
@@ -17,6 +18,9 @@ for pkg in "${want[@]}"; do
     missing+=("$pkg")
   fi
 done
+if [ "${1:-test}" = test ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, unit and integration tests against
-# real servers (the built binary, a real exporter, a real Prometheus).
+# The whole test suite, as CI runs it:
+#   1. formatting and lints of the Rust code,
+#   2. the release binary, built exactly as the Dockerfile builds it, checked on the example conf,
+#   3. unit and integration tests against real servers (the built binary, a real exporter,
+#      a real Prometheus scraping a real node_exporter),
+#   4. the Helm chart with real Helm, kubernetes-validate and promtool; the Dockerfile by reading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh test
 
+echo "== fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+
+echo "== release build (as in the Dockerfile)"
+cargo build --release --locked
+target/release/prometheus-tunnel --version
+target/release/prometheus-tunnel -t -c conf/tunnel.yaml
+
+echo "== cargo tests"
 cargo test --locked
+
+echo "== chart and image tests"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+.venv/bin/python -m pytest -q tests/chart

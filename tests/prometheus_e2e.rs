@@ -19,15 +19,15 @@ impl Drop for Killed {
     }
 }
 
-/// Runs an instant query and returns the `data.result` array.
+/// Runs an instant query and returns the `data.result` array; empty while Prometheus is not
+/// ready to answer yet (it listens before its storage is up and answers 503 until then).
 fn query(prom_port: u16, expr: &str) -> Vec<serde_json::Value> {
     let url = format!("http://127.0.0.1:{prom_port}/api/v1/query");
-    let body = ureq::get(&url)
-        .query("query", expr)
-        .call()
-        .unwrap_or_else(|e| panic!("{expr}: {e}"))
-        .into_string()
-        .expect("query body");
+    let body = match ureq::get(&url).query("query", expr).call() {
+        Ok(resp) => resp.into_string().expect("query body"),
+        Err(ureq::Error::Status(503, _)) => return Vec::new(),
+        Err(e) => panic!("{expr}: {e}"),
+    };
     let json: serde_json::Value = serde_json::from_str(&body).expect("query JSON");
     json["data"]["result"]
         .as_array()
@@ -90,10 +90,11 @@ fn prometheus_scrapes_node_exporter_through_the_tunnel() {
             .expect("start prometheus"),
     );
     let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", prom_port)).is_err() {
+    let ready = format!("http://127.0.0.1:{prom_port}/-/ready");
+    while ureq::get(&ready).call().is_err() {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "prometheus did not listen within 20 s; its log:\n{}",
+            started.elapsed() < Duration::from_secs(30),
+            "prometheus was not ready within 30 s; its log:\n{}",
             std::fs::read_to_string(&prom_log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
