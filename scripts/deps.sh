@@ -3,13 +3,15 @@
 #   cmake                     to build pingora-core's zlib-ng
 #   prometheus, promtool      the real Prometheus of the end-to-end test; promtool checks the rules
 #   prometheus-node-exporter  the real exporter scraped through the tunnel
+#   tinyproxy, microsocks     the real HTTP CONNECT and SOCKS5 proxies of the proxy tests
+#   openssl                   makes the certificates of the TLS tests
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
 # Usage: scripts/deps.sh [build|test]   (build: cmake only)
 set -euo pipefail
 
 want=(cmake)
 if [ "${1:-test}" = test ]; then
-  want+=(prometheus prometheus-node-exporter)
+  want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl)
 fi
 
 missing=()

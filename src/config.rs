@@ -12,12 +12,16 @@ pub mod setting;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 
 pub use parse::{ExporterHost, Scheme};
+
+use crate::upstream::credentials::ExporterAuth;
+use crate::upstream::forward_proxy::{self, ForwardProxy};
+use crate::upstream::tls::{self, TlsSettings};
 pub use setting::{ConfigError, Origin, RawValue, Setting};
 
 /// Default `SERVER_PORT`: windows_exporter's port, as in the original tool.
@@ -36,7 +40,7 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
 /// Where the exporter is and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ExporterConfig {
     /// Host of the exporter.
     pub host: ExporterHost,
@@ -46,6 +50,12 @@ pub struct ExporterConfig {
     pub scheme: Scheme,
     /// Whole-request limit for one scrape; Prometheus' scrape-timeout header may lower it.
     pub timeout: Duration,
+    /// Certificate checks and client certificate, for `https`.
+    pub tls: TlsSettings,
+    /// Forward proxy on the way, if any.
+    pub proxy: Option<ForwardProxy>,
+    /// Credentials the exporter wants, if any.
+    pub auth: Option<ExporterAuth>,
 }
 
 impl ExporterConfig {
@@ -79,7 +89,7 @@ impl ListenConfig {
 }
 
 /// The tunnel's validated settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TunnelConfig {
     /// The exporter scrapes are forwarded to.
     pub exporter: ExporterConfig,
@@ -161,7 +171,7 @@ pub fn merge(
         chosen,
         errors: Vec::new(),
     }
-    .finish()
+    .finish(env)
 }
 
 /// Parses each chosen value, collecting every error.
@@ -171,72 +181,66 @@ struct Validator {
 }
 
 impl Validator {
-    /// The parsed value of `setting`, its default when unset, or `None` after recording an error.
-    fn get<T>(
-        &mut self,
-        setting: Setting,
-        default: Option<T>,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match self.chosen.get(&setting) {
-            Some(raw) => match parse(&raw.text) {
-                Ok(v) => Some(v),
-                Err(expected) => {
-                    self.errors.push(ConfigError::value(raw, expected));
-                    None
-                }
-            },
-            None => default,
+    /// The parsed value of `setting`, `None` when unset, or `None` after recording an error.
+    fn get<T>(&mut self, setting: Setting, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.chosen.get(&setting)?;
+        match parse(&raw.text) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                self.errors.push(ConfigError::value(raw, expected));
+                None
+            }
         }
     }
 
-    fn finish(mut self) -> Result<TunnelConfig, Vec<ConfigError>> {
-        let default_port = |p: u16| NonZeroU16::new(p);
-        let host = self.get(Setting::ServerIp, None, parse::exporter_host);
-        if !self.chosen.contains_key(&Setting::ServerIp) {
+    /// Records that `setting`'s value is refused for a reason involving other settings.
+    fn refuse(&mut self, setting: Setting, expected: String) {
+        if let Some(raw) = self.chosen.get(&setting) {
+            self.errors.push(ConfigError::value(raw, expected));
+        }
+    }
+
+    fn is_set(&self, setting: Setting) -> bool {
+        self.chosen.contains_key(&setting)
+    }
+
+    fn finish(mut self, env: &impl EnvSource) -> Result<TunnelConfig, Vec<ConfigError>> {
+        let host = self.get(Setting::ServerIp, parse::exporter_host);
+        if !self.is_set(Setting::ServerIp) {
             self.errors.push(ConfigError::other(
                 "SERVER_IP is not set",
                 "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip",
             ));
         }
-        let port = self.get(
-            Setting::ServerPort,
-            default_port(DEFAULT_SERVER_PORT),
-            parse::port,
-        );
-        let scheme = self.get(Setting::ServerScheme, Some(Scheme::Http), parse::scheme);
-        let address = self.get(
-            Setting::ListenAddress,
-            Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            parse::listen_address,
-        );
-        let proxy_port = self.get(
-            Setting::ListenPort,
-            default_port(DEFAULT_LISTEN_PORT),
-            parse::port,
-        );
-        let metrics_port = self.get(
-            Setting::MetricsPort,
-            default_port(DEFAULT_METRICS_PORT),
-            parse::port,
-        );
-        let debug = self.get(Setting::Debug, Some(false), parse::boolean);
-        let timeout = self.get(
-            Setting::UpstreamTimeout,
-            Some(DEFAULT_UPSTREAM_TIMEOUT),
-            parse::timeout,
-        );
+        let default_port = |p: u16| NonZeroU16::new(p).unwrap_or(NonZeroU16::MIN);
+        let port = self
+            .get(Setting::ServerPort, parse::port)
+            .unwrap_or(default_port(DEFAULT_SERVER_PORT));
+        let scheme = self
+            .get(Setting::ServerScheme, parse::scheme)
+            .unwrap_or(Scheme::Http);
+        let address = self
+            .get(Setting::ListenAddress, parse::listen_address)
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let proxy_port = self
+            .get(Setting::ListenPort, parse::port)
+            .unwrap_or(default_port(DEFAULT_LISTEN_PORT));
+        let metrics_port = self
+            .get(Setting::MetricsPort, parse::port)
+            .unwrap_or(default_port(DEFAULT_METRICS_PORT));
+        let debug = self.get(Setting::Debug, parse::boolean).unwrap_or(false);
+        let timeout = self
+            .get(Setting::UpstreamTimeout, parse::timeout)
+            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
 
-        if let (Some(proxy_port), Some(metrics_port)) = (proxy_port, metrics_port) {
-            if proxy_port == metrics_port {
-                let raw = self.raw_or_default(Setting::MetricsPort, metrics_port);
-                self.errors.push(ConfigError::value(
-                    &raw,
-                    format!("a port other than LISTEN_PORT ({proxy_port}): the proxy and metrics listeners cannot share a port"),
-                ));
-            }
+        if proxy_port == metrics_port {
+            let raw = self.raw_or_default(Setting::MetricsPort, metrics_port);
+            self.errors.push(ConfigError::value(
+                &raw,
+                format!("a port other than LISTEN_PORT ({proxy_port}): the proxy and metrics listeners cannot share a port"),
+            ));
         }
-        if let (Some(host), Some(port), Some(proxy_port)) = (&host, port, proxy_port) {
+        if let Some(host) = &host {
             if host.is_local() && port == proxy_port {
                 let raw = self.raw_or_default(Setting::ServerPort, port);
                 self.errors.push(ConfigError::value(
@@ -246,31 +250,20 @@ impl Validator {
             }
         }
 
-        match (
-            host,
-            port,
-            scheme,
-            address,
-            proxy_port,
-            metrics_port,
-            debug,
-            timeout,
-        ) {
-            (
-                Some(host),
-                Some(port),
-                Some(scheme),
-                Some(address),
-                Some(proxy_port),
-                Some(metrics_port),
-                Some(debug),
-                Some(timeout),
-            ) if self.errors.is_empty() => Ok(TunnelConfig {
+        let tls = self.tls(scheme);
+        let proxy = host.as_ref().and_then(|h| self.proxy(env, scheme, h));
+        let auth = self.auth();
+
+        match host {
+            Some(host) if self.errors.is_empty() => Ok(TunnelConfig {
                 exporter: ExporterConfig {
                     host,
                     port,
                     scheme,
                     timeout,
+                    tls,
+                    proxy,
+                    auth,
                 },
                 listen: ListenConfig {
                     address,
@@ -280,6 +273,167 @@ impl Validator {
                 debug,
             }),
             _ => Err(self.errors),
+        }
+    }
+
+    /// `TLS_*`: loaded and checked now, so a bad file stops the start, not the first scrape.
+    fn tls(&mut self, scheme: Scheme) -> TlsSettings {
+        const TLS_SETTINGS: [Setting; 5] = [
+            Setting::TlsCaFile,
+            Setting::TlsCertFile,
+            Setting::TlsKeyFile,
+            Setting::TlsServerName,
+            Setting::TlsInsecureSkipVerify,
+        ];
+        if scheme == Scheme::Http {
+            let skip_off = self
+                .chosen
+                .get(&Setting::TlsInsecureSkipVerify)
+                .is_some_and(|raw| parse::boolean(&raw.text) == Ok(false));
+            for setting in TLS_SETTINGS {
+                if setting == Setting::TlsInsecureSkipVerify && skip_off {
+                    continue;
+                }
+                self.refuse(
+                    setting,
+                    "SERVER_SCHEME=https with TLS settings (the exporter is spoken to in plain http)".into(),
+                );
+            }
+            return TlsSettings::default();
+        }
+        let skip = self
+            .get(Setting::TlsInsecureSkipVerify, parse::boolean)
+            .unwrap_or(false);
+        let server_name = self
+            .get(Setting::TlsServerName, parse::exporter_host)
+            .map(|h| match h {
+                ExporterHost::Ip(ip) => ip.to_string(),
+                ExporterHost::Name(name) => name,
+            });
+        let ca = self.get(Setting::TlsCaFile, |path| tls::load_ca(Path::new(path)));
+        let client = match (
+            self.chosen.get(&Setting::TlsCertFile).cloned(),
+            self.chosen.get(&Setting::TlsKeyFile).cloned(),
+        ) {
+            (Some(cert), Some(key)) => {
+                match tls::load_client(Path::new(&cert.text), Path::new(&key.text)) {
+                    Ok(client) => Some(client),
+                    Err((is_key, expected)) => {
+                        let raw = if is_key { key } else { cert };
+                        self.errors.push(ConfigError::value(&raw, expected));
+                        None
+                    }
+                }
+            }
+            (Some(_), None) => {
+                self.refuse(
+                    Setting::TlsCertFile,
+                    "TLS_KEY_FILE with it: the client certificate's private key".into(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.refuse(
+                    Setting::TlsKeyFile,
+                    "TLS_CERT_FILE with it: the client certificate of this key".into(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        TlsSettings {
+            ca,
+            client,
+            server_name,
+            verify: !skip,
+        }
+    }
+
+    /// `UPSTREAM_PROXY`, or curl's proxy variables when it is not set at all. An empty
+    /// `UPSTREAM_PROXY` (or `none`) means no proxy, whatever the variables say.
+    fn proxy(
+        &mut self,
+        env: &impl EnvSource,
+        scheme: Scheme,
+        host: &ExporterHost,
+    ) -> Option<ForwardProxy> {
+        if self.is_set(Setting::UpstreamProxy) {
+            return self
+                .get(Setting::UpstreamProxy, |text| match text.trim() {
+                    "" | "none" | "direct" => Ok(None),
+                    url => ForwardProxy::parse(url).map(Some),
+                })
+                .flatten();
+        }
+        let (name, value) = forward_proxy::from_env(env, scheme, host)?;
+        match ForwardProxy::parse(&value) {
+            Ok(proxy) => Some(proxy),
+            Err(expected) => {
+                self.errors
+                    .push(ConfigError::other(format!("{name}={value:?}"), expected));
+                None
+            }
+        }
+    }
+
+    /// `BEARER_TOKEN_FILE`, or `BASIC_AUTH_USERNAME` with `BASIC_AUTH_PASSWORD_FILE`; the file
+    /// is read now so a missing or empty Secret stops the start.
+    fn auth(&mut self) -> Option<ExporterAuth> {
+        let token = self.chosen.get(&Setting::BearerTokenFile).cloned();
+        let user = self.chosen.get(&Setting::BasicAuthUsername).cloned();
+        let password = self.chosen.get(&Setting::BasicAuthPasswordFile).cloned();
+        let (auth, file_raw) = match (token, user, password) {
+            (None, None, None) => return None,
+            (Some(token), None, None) => (
+                ExporterAuth::Bearer {
+                    token_file: PathBuf::from(&token.text),
+                },
+                token,
+            ),
+            (None, Some(user), Some(password)) => {
+                if user.text.contains(':') || user.text.is_empty() {
+                    self.errors.push(ConfigError::value(
+                        &user,
+                        "a non-empty user name without ':' (RFC 7617)",
+                    ));
+                    return None;
+                }
+                (
+                    ExporterAuth::Basic {
+                        username: user.text.clone(),
+                        password_file: PathBuf::from(&password.text),
+                    },
+                    password,
+                )
+            }
+            (Some(_), _, _) => {
+                self.refuse(
+                    Setting::BearerTokenFile,
+                    "either BEARER_TOKEN_FILE or BASIC_AUTH_USERNAME with BASIC_AUTH_PASSWORD_FILE, not both".into(),
+                );
+                return None;
+            }
+            (None, Some(_), None) => {
+                self.refuse(
+                    Setting::BasicAuthUsername,
+                    "BASIC_AUTH_PASSWORD_FILE with it".into(),
+                );
+                return None;
+            }
+            (None, None, Some(_)) => {
+                self.refuse(
+                    Setting::BasicAuthPasswordFile,
+                    "BASIC_AUTH_USERNAME with it".into(),
+                );
+                return None;
+            }
+        };
+        match auth.load() {
+            Ok(_) => Some(auth),
+            Err(expected) => {
+                self.errors.push(ConfigError::value(&file_raw, expected));
+                None
+            }
         }
     }
 

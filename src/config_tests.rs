@@ -123,16 +123,16 @@ fn conf_file_sections() {
     assert_eq!(
         texts,
         [
+            (Setting::Debug, "true"),
             (Setting::ServerIp, "10.1.1.1"),
             (Setting::ServerPort, "9100"),
-            (Setting::Debug, "true")
         ]
     );
 
     let unknown = file::parse("tunnel:\n  server_ipp: x\n", path)
         .unwrap_err()
         .to_string();
-    assert!(unknown.contains("unknown field `server_ipp`"), "{unknown}");
+    assert!(unknown.contains("unknown key `server_ipp`"), "{unknown}");
     assert!(
         unknown.contains("expected only these keys: server_ip,"),
         "{unknown}"

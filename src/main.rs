@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 use pingora_core::server::Server;
 
-use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv};
+use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv, Scheme};
 use prometheus_tunnel::{build_info, logging, metrics, service};
 
 /// Exit code for a configuration that was refused.
@@ -62,16 +62,28 @@ fn main() -> ExitCode {
     // /readyz answers only once the proxy port is up.
     admin_handle.add_dependency(&proxy_handle);
 
+    let exporter = &tunnel.exporter;
+    let via = exporter
+        .proxy
+        .as_ref()
+        .map_or(String::new(), |proxy| format!(" via {proxy}"));
     info!(
-        "prometheus-tunnel {} ({}, built {}): forwarding {} to {}://{} (timeout {:?}); metrics, health and version on {}",
+        "prometheus-tunnel {} ({}, built {}): forwarding {} to {}://{}{via} (timeout {:?}); metrics, health and version on {}",
         build_info::VERSION,
         build_info::GIT_COMMIT,
         build_info::BUILD_DATE,
         tunnel.listen.proxy_addr(),
-        tunnel.exporter.scheme.as_str(),
-        tunnel.exporter.authority(),
-        tunnel.exporter.timeout,
+        exporter.scheme.as_str(),
+        exporter.authority(),
+        exporter.timeout,
         tunnel.listen.metrics_addr(),
     );
+    if exporter.scheme == Scheme::Https && !exporter.tls.verify {
+        warn!(
+            "TLS_INSECURE_SKIP_VERIFY is on: the exporter's certificate is NOT verified, so anyone \
+             on the path to {} can impersonate it. Give its CA in TLS_CA_FILE instead.",
+            exporter.authority()
+        );
+    }
     server.run_forever()
 }

@@ -65,7 +65,7 @@ impl TunnelProxy {
             )
         })?;
         Ok(TunnelProxy {
-            upstream: Upstream::new(exporter),
+            upstream: Upstream::new(exporter)?,
             host_header,
             timeout: exporter.timeout,
         })
@@ -158,11 +158,16 @@ impl ProxyHttp for TunnelProxy {
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_request.insert_header(HOST, self.host_header.clone())?;
         for name in &HOP_BY_HOP {
             upstream_request.remove_header(name);
+        }
+        // Configured credentials replace whatever the client sent; without them, the client's
+        // own Authorization (Prometheus' scrape credentials) passes through.
+        if let Some(value) = self.upstream.authorization(ctx.start) {
+            upstream_request.insert_header(http::header::AUTHORIZATION, value)?;
         }
         Ok(())
     }

@@ -103,7 +103,7 @@ fn conf_file_problems_exit_2() {
     refused(
         &[],
         &["-c", unknown.to_str().unwrap()],
-        "unknown field `sever_port`",
+        "unknown key `sever_port`",
     );
 
     let top = write_file(dir.path(), "top.yaml", "version: 1\ntreads: 2\n");
@@ -189,6 +189,15 @@ fn help_documents_every_setting() {
         "METRICS_PORT",
         "DEBUG",
         "UPSTREAM_TIMEOUT",
+        "TLS_CA_FILE",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+        "TLS_SERVER_NAME",
+        "TLS_INSECURE_SKIP_VERIFY",
+        "UPSTREAM_PROXY",
+        "BEARER_TOKEN_FILE",
+        "BASIC_AUTH_USERNAME",
+        "BASIC_AUTH_PASSWORD_FILE",
         "--conf",
         "--test",
         "--daemon",

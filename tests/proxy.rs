@@ -65,7 +65,7 @@ fn counts_every_request_exactly_once_and_reuses_exporter_connections() {
             200
         );
     }
-    let m = tunnel.metrics();
+    let m = tunnel.metrics_after(N as u64);
     let n = N as f64;
     assert_eq!(m.value("proxy_total_requests", &[]), n);
     assert_eq!(
@@ -95,7 +95,7 @@ fn refused_exporter_is_502_and_counted() {
         "{}",
         answer.body_string()
     );
-    let m = tunnel.metrics();
+    let m = tunnel.metrics_after(1);
     assert_eq!(m.value("proxy_total_requests", &[]), 1.0);
     assert_eq!(
         m.value("proxy_response_status_total", &[("status", "502")]),
@@ -106,7 +106,7 @@ fn refused_exporter_is_502_and_counted() {
         m.value("proxy_upstream_errors_total", &[("kind", "refused")]),
         1.0
     );
-    let log = tunnel.log();
+    let log = tunnel.log_with("ConnectRefused");
     assert!(
         log.contains("ConnectRefused"),
         "log does not say why: {log}"
@@ -132,7 +132,7 @@ fn slow_exporter_past_the_scrape_timeout_is_504_within_2s() {
         "gave up early: {took:?}"
     );
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    let m = tunnel.metrics();
+    let m = tunnel.metrics_after(1);
     assert_eq!(
         m.value("proxy_response_status_total", &[("status", "504")]),
         1.0
@@ -178,7 +178,7 @@ fn other_methods_are_405_and_never_forwarded() {
         "exporter saw {:?}",
         exporter.seen()
     );
-    let m = tunnel.metrics();
+    let m = tunnel.metrics_after(5);
     assert_eq!(m.value("proxy_total_requests", &[]), 5.0);
     assert_eq!(
         m.value("proxy_response_status_total", &[("status", "405")]),

@@ -61,6 +61,52 @@ pub struct Cli {
     /// [conf: tunnel.upstream_timeout] [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
+
+    /// PEM bundle of the CAs that sign the exporter's certificate; the system roots when unset.
+    /// [env: TLS_CA_FILE] [conf: tunnel.tls_ca_file]
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<String>,
+
+    /// PEM client certificate (chain) for mutual TLS, with --tls-key-file. [env: TLS_CERT_FILE]
+    /// [conf: tunnel.tls_cert_file]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+
+    /// PEM private key of the client certificate. [env: TLS_KEY_FILE] [conf: tunnel.tls_key_file]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<String>,
+
+    /// Name to verify the exporter's certificate against, and to send as SNI; default SERVER_IP.
+    /// [env: TLS_SERVER_NAME] [conf: tunnel.tls_server_name]
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Do not verify the exporter's certificate (logged loudly at start-up).
+    /// [env: TLS_INSECURE_SKIP_VERIFY] [conf: tunnel.tls_insecure_skip_verify] [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_insecure_skip_verify: Option<String>,
+
+    /// Forward proxy to the exporter: http://[user:pass@]host:port (CONNECT),
+    /// socks5://[user:pass@]host:port or socks5h:// (the proxy resolves the name). Unset: the
+    /// https_proxy/http_proxy/all_proxy and no_proxy variables, as curl reads them.
+    /// [env: UPSTREAM_PROXY] [conf: tunnel.upstream_proxy]
+    #[arg(long, value_name = "URL")]
+    pub upstream_proxy: Option<String>,
+
+    /// File holding a bearer token sent to the exporter; re-read when it changes.
+    /// [env: BEARER_TOKEN_FILE] [conf: tunnel.bearer_token_file]
+    #[arg(long, value_name = "FILE")]
+    pub bearer_token_file: Option<String>,
+
+    /// User name of basic auth to the exporter, with --basic-auth-password-file.
+    /// [env: BASIC_AUTH_USERNAME] [conf: tunnel.basic_auth_username]
+    #[arg(long, value_name = "USER")]
+    pub basic_auth_username: Option<String>,
+
+    /// File holding the basic-auth password; re-read when it changes.
+    /// [env: BASIC_AUTH_PASSWORD_FILE] [conf: tunnel.basic_auth_password_file]
+    #[arg(long, value_name = "FILE")]
+    pub basic_auth_password_file: Option<String>,
 }
 
 impl Cli {
@@ -77,6 +123,15 @@ impl Cli {
             metrics_port,
             debug,
             upstream_timeout,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            tls_server_name,
+            tls_insecure_skip_verify,
+            upstream_proxy,
+            bearer_token_file,
+            basic_auth_username,
+            basic_auth_password_file,
         } = self;
         [
             (Setting::ServerIp, server_ip),
@@ -87,6 +142,15 @@ impl Cli {
             (Setting::MetricsPort, metrics_port),
             (Setting::Debug, debug),
             (Setting::UpstreamTimeout, upstream_timeout),
+            (Setting::TlsCaFile, tls_ca_file),
+            (Setting::TlsCertFile, tls_cert_file),
+            (Setting::TlsKeyFile, tls_key_file),
+            (Setting::TlsServerName, tls_server_name),
+            (Setting::TlsInsecureSkipVerify, tls_insecure_skip_verify),
+            (Setting::UpstreamProxy, upstream_proxy),
+            (Setting::BearerTokenFile, bearer_token_file),
+            (Setting::BasicAuthUsername, basic_auth_username),
+            (Setting::BasicAuthPasswordFile, basic_auth_password_file),
         ]
         .into_iter()
         .filter_map(|(setting, value)| {

@@ -4,28 +4,19 @@
 //! `treads: 4` would silently do nothing. The tunnel reads the same file once, refuses keys that
 //! neither Pingora nor the tunnel knows, and hands Pingora the parsed `ServerConf`.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use super::setting::{ConfigError, Origin, RawValue, Setting};
 
-/// The `tunnel:` section as written; values stay text until `config::load` parses them, so a
-/// bad value is reported in the same words whichever layer it came from.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TunnelSection {
-    server_ip: Option<Scalar>,
-    server_port: Option<Scalar>,
-    server_scheme: Option<Scalar>,
-    listen_address: Option<Scalar>,
-    listen_port: Option<Scalar>,
-    metrics_port: Option<Scalar>,
-    debug: Option<Scalar>,
-    upstream_timeout: Option<Scalar>,
-}
+/// The `tunnel:` section as written: keys checked against the known settings, values kept as
+/// text until `config::load` parses them, so a bad value is reported in the same words whichever
+/// layer it came from.
+type TunnelSection = BTreeMap<String, Scalar>;
 
 /// A YAML scalar of any type, kept as the text the user wrote.
 #[derive(Debug, Deserialize)]
@@ -117,56 +108,33 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         })?;
 
     let section: TunnelSection = match section {
-        None | Some(serde_yaml::Value::Null) => TunnelSection::default(),
+        None | Some(serde_yaml::Value::Null) => TunnelSection::new(),
         Some(value) => serde_yaml::from_value(value).map_err(|e| {
             ConfigError::other(
                 format!("section `tunnel:` of conf file {shown:?} ({e})"),
+                "a mapping of setting names to single values",
+            )
+        })?,
+    };
+    let mut values = Vec::with_capacity(section.len());
+    for (key, value) in section {
+        let Some(setting) = Setting::from_key(&key) else {
+            return Err(ConfigError::other(
+                format!("unknown key `{key}` in section `tunnel:` of conf file {shown:?}"),
                 format!(
                     "only these keys: {}",
                     Setting::ALL.map(Setting::key).join(", ")
                 ),
-            )
-        })?,
-    };
-
-    Ok(ConfFile {
-        server,
-        values: section.into_values(path.to_path_buf()),
-    })
-}
-
-impl TunnelSection {
-    fn into_values(self, path: PathBuf) -> Vec<RawValue> {
-        let TunnelSection {
-            server_ip,
-            server_port,
-            server_scheme,
-            listen_address,
-            listen_port,
-            metrics_port,
-            debug,
-            upstream_timeout,
-        } = self;
-        [
-            (Setting::ServerIp, server_ip),
-            (Setting::ServerPort, server_port),
-            (Setting::ServerScheme, server_scheme),
-            (Setting::ListenAddress, listen_address),
-            (Setting::ListenPort, listen_port),
-            (Setting::MetricsPort, metrics_port),
-            (Setting::Debug, debug),
-            (Setting::UpstreamTimeout, upstream_timeout),
-        ]
-        .into_iter()
-        .filter_map(|(setting, value)| {
-            value.map(|v| RawValue {
-                setting,
-                origin: Origin::File(path.clone()),
-                text: v.into_text(),
-            })
-        })
-        .collect()
+            ));
+        };
+        values.push(RawValue {
+            setting,
+            origin: Origin::File(path.to_path_buf()),
+            text: value.into_text(),
+        });
     }
+
+    Ok(ConfFile { server, values })
 }
 
 /// The top-level keys Pingora's `ServerConf` understands, read off its own serialisation so the

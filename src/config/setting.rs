@@ -26,11 +26,29 @@ pub enum Setting {
     Debug,
     /// Whole-request limit to the exporter.
     UpstreamTimeout,
+    /// PEM bundle of the CAs that sign the exporter's certificate.
+    TlsCaFile,
+    /// PEM client certificate (chain) for mutual TLS.
+    TlsCertFile,
+    /// PEM private key of the client certificate.
+    TlsKeyFile,
+    /// Name the exporter's certificate is verified against (and sent as SNI).
+    TlsServerName,
+    /// Skip verification of the exporter's certificate.
+    TlsInsecureSkipVerify,
+    /// Forward proxy to reach the exporter through.
+    UpstreamProxy,
+    /// File holding a bearer token for the exporter.
+    BearerTokenFile,
+    /// User name of basic auth to the exporter.
+    BasicAuthUsername,
+    /// File holding the basic-auth password.
+    BasicAuthPasswordFile,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and the README list them.
-    pub const ALL: [Setting; 8] = [
+    pub const ALL: [Setting; 17] = [
         Setting::ServerIp,
         Setting::ServerPort,
         Setting::ServerScheme,
@@ -39,6 +57,15 @@ impl Setting {
         Setting::MetricsPort,
         Setting::Debug,
         Setting::UpstreamTimeout,
+        Setting::TlsCaFile,
+        Setting::TlsCertFile,
+        Setting::TlsKeyFile,
+        Setting::TlsServerName,
+        Setting::TlsInsecureSkipVerify,
+        Setting::UpstreamProxy,
+        Setting::BearerTokenFile,
+        Setting::BasicAuthUsername,
+        Setting::BasicAuthPasswordFile,
     ];
 
     /// The environment variable, e.g. `SERVER_PORT`.
@@ -52,35 +79,32 @@ impl Setting {
             Setting::MetricsPort => "METRICS_PORT",
             Setting::Debug => "DEBUG",
             Setting::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Setting::TlsCaFile => "TLS_CA_FILE",
+            Setting::TlsCertFile => "TLS_CERT_FILE",
+            Setting::TlsKeyFile => "TLS_KEY_FILE",
+            Setting::TlsServerName => "TLS_SERVER_NAME",
+            Setting::TlsInsecureSkipVerify => "TLS_INSECURE_SKIP_VERIFY",
+            Setting::UpstreamProxy => "UPSTREAM_PROXY",
+            Setting::BearerTokenFile => "BEARER_TOKEN_FILE",
+            Setting::BasicAuthUsername => "BASIC_AUTH_USERNAME",
+            Setting::BasicAuthPasswordFile => "BASIC_AUTH_PASSWORD_FILE",
         }
     }
 
-    /// The key in the conf file's `tunnel:` section, e.g. `server_port`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Setting::ServerIp => "server_ip",
-            Setting::ServerPort => "server_port",
-            Setting::ServerScheme => "server_scheme",
-            Setting::ListenAddress => "listen_address",
-            Setting::ListenPort => "listen_port",
-            Setting::MetricsPort => "metrics_port",
-            Setting::Debug => "debug",
-            Setting::UpstreamTimeout => "upstream_timeout",
-        }
+    /// The key in the conf file's `tunnel:` section: the env name in lower case
+    /// (`server_port`).
+    pub fn key(self) -> String {
+        self.env().to_ascii_lowercase()
     }
 
-    /// The command-line flag, e.g. `--server-port`.
-    pub fn flag(self) -> &'static str {
-        match self {
-            Setting::ServerIp => "--server-ip",
-            Setting::ServerPort => "--server-port",
-            Setting::ServerScheme => "--server-scheme",
-            Setting::ListenAddress => "--listen-address",
-            Setting::ListenPort => "--listen-port",
-            Setting::MetricsPort => "--metrics-port",
-            Setting::Debug => "--debug",
-            Setting::UpstreamTimeout => "--upstream-timeout",
-        }
+    /// The command-line flag: the env name in lower case with dashes (`--server-port`).
+    pub fn flag(self) -> String {
+        format!("--{}", self.key().replace('_', "-"))
+    }
+
+    /// The setting whose conf-file key is `key`.
+    pub fn from_key(key: &str) -> Option<Setting> {
+        Setting::ALL.into_iter().find(|s| s.key() == key)
     }
 }
 
@@ -116,7 +140,7 @@ impl RawValue {
             Origin::Default => format!("{} (default)", self.setting.env()),
             Origin::File(path) => format!("tunnel.{} in {}", self.setting.key(), path.display()),
             Origin::Env => self.setting.env().to_string(),
-            Origin::Cli => self.setting.flag().to_string(),
+            Origin::Cli => self.setting.flag(),
         }
     }
 }

@@ -198,6 +198,16 @@ def test_tls_proxy_credentials_and_conf_file():
     assert conf == {"threads": 2, "grace_period_seconds": 5}
 
 
+def test_tls_without_https_or_two_kinds_of_credentials_fail_at_install():
+    with pytest.raises(helm.HelmError) as refused:
+        render({"settings": {**MINIMAL["settings"], "tls": {"secretName": "exporter-tls"}}})
+    assert "settings.scheme=https" in str(refused.value)
+    both = {"bearerToken": {"secretName": "t"}, "basicAuth": {"username": "u", "passwordSecretName": "p"}}
+    with pytest.raises(helm.HelmError) as refused:
+        render({"settings": {**MINIMAL["settings"], "auth": both}})
+    assert "not both" in str(refused.value)
+
+
 def test_basic_auth_from_a_secret():
     values = {"settings": {**MINIMAL["settings"], "auth": {"basicAuth": {"username": "prom", "passwordSecretName": "exporter-basic"}}}}
     objects = render(values)

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod pki;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -45,6 +46,23 @@ pub fn require_tool(name: &str, package: &str) -> PathBuf {
     found.unwrap_or_else(|| {
         panic!("`{name}` is not installed: run scripts/test.sh, or `apt-get install {package}`")
     })
+}
+
+/// A helper process (a proxy, an exporter) killed when the test ends, however it ends.
+pub struct Helper(pub Child);
+
+impl Helper {
+    /// Stops it now (to prove traffic went through it).
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// The tunnel binary, started with a clean environment plus what the test sets.
@@ -109,9 +127,39 @@ impl Tunnel {
         Metrics::parse(&body)
     }
 
+    /// The tunnel's `/metrics` once `proxy_total_requests` has reached `requests`. A request is
+    /// counted in Pingora's logging phase, just after its answer is sent, so a client can see
+    /// the answer a moment before the count; this waits up to 5 s for it, then returns anyway
+    /// for the caller's exact assertions to fail with the values seen.
+    pub fn metrics_after(&self, requests: u64) -> Metrics {
+        let start = Instant::now();
+        loop {
+            let m = self.metrics();
+            if m.value("proxy_total_requests", &[]) >= requests as f64
+                || start.elapsed() > Duration::from_secs(5)
+            {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What the tunnel logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 5 s for the log to contain `needle` (it is written after the answer is sent)
+    /// and returns the log; the caller asserts on it.
+    pub fn log_with(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) || start.elapsed() > Duration::from_secs(5) {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,155 @@
+//! Connections to the exporter through a forward proxy, handed to Pingora as an already
+//! tunnelled TCP stream (`PeerOptions::custom_l4`): Pingora then does TLS, pooling and timeouts
+//! on top as it does for a direct connection.
+
+use async_trait::async_trait;
+use base64::Engine;
+use pingora_core::connectors::L4Connect;
+use pingora_core::protocols::l4::socket::SocketAddr;
+use pingora_core::protocols::l4::stream::Stream;
+use pingora_error::{Error, ErrorType, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_socks::tcp::Socks5Stream;
+
+use super::forward_proxy::{ForwardProxy, ProxyProtocol};
+
+/// The longest CONNECT answer header read from a proxy.
+const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
+
+/// Reaches one exporter (`target_host:target_port`) through one forward proxy.
+#[derive(Debug)]
+pub struct ProxyConnector {
+    proxy: ForwardProxy,
+    /// The exporter's host as configured: a name is passed to the proxy unresolved (CONNECT,
+    /// socks5h), so exporters whose names only the proxy's side can resolve are reachable.
+    target_host: String,
+    target_port: u16,
+    /// The CONNECT request, built once.
+    connect_request: Vec<u8>,
+}
+
+impl ProxyConnector {
+    /// A connector to `target_host:target_port` through `proxy`.
+    pub fn new(proxy: ForwardProxy, target_host: String, target_port: u16) -> Self {
+        let authority = if target_host.contains(':') {
+            format!("[{target_host}]:{target_port}")
+        } else {
+            format!("{target_host}:{target_port}")
+        };
+        let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+        if let Some(c) = &proxy.credentials {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        ProxyConnector {
+            proxy,
+            target_host,
+            target_port,
+            connect_request: request.into_bytes(),
+        }
+    }
+
+    fn fail(&self, what: impl std::fmt::Display) -> Box<Error> {
+        Error::explain(
+            ErrorType::ConnectProxyFailure,
+            format!(
+                "proxy {} to exporter {}:{}: {what}",
+                self.proxy, self.target_host, self.target_port
+            ),
+        )
+        .into_up()
+    }
+
+    async fn http_connect(&self, mut tcp: TcpStream) -> Result<TcpStream> {
+        tcp.write_all(&self.connect_request)
+            .await
+            .map_err(|e| self.fail(format_args!("sending CONNECT failed: {e}")))?;
+        // Read the answer byte by byte up to its blank line, so not one byte of the exporter's
+        // stream (a TLS server hello) is consumed here.
+        let mut head = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() >= MAX_CONNECT_RESPONSE {
+                return Err(self.fail("its CONNECT answer header is too long"));
+            }
+            match tcp.read(&mut byte).await {
+                Ok(0) => {
+                    return Err(self.fail(format_args!(
+                        "it closed the connection after answering {:?}",
+                        String::from_utf8_lossy(&head).trim()
+                    )))
+                }
+                Ok(_) => head.push(byte[0]),
+                Err(e) => {
+                    return Err(self.fail(format_args!("reading its CONNECT answer failed: {e}")))
+                }
+            }
+        }
+        let status_line = head
+            .split(|b| *b == b'\n')
+            .next()
+            .map(|l| String::from_utf8_lossy(l).trim().to_string())
+            .unwrap_or_default();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok());
+        match status {
+            Some(code) if (200..300).contains(&code) => Ok(tcp),
+            _ => Err(self.fail(format_args!("it answered {status_line:?} to CONNECT"))),
+        }
+    }
+
+    async fn socks5(&self, tcp: TcpStream, resolved: &SocketAddr) -> Result<TcpStream> {
+        let remote_dns = self.proxy.protocol == (ProxyProtocol::Socks5 { remote_dns: true });
+        let stream = match (&self.proxy.credentials, remote_dns, resolved) {
+            // socks5:// sends the address the tunnel resolved.
+            (None, false, SocketAddr::Inet(addr)) => {
+                Socks5Stream::connect_with_socket(tcp, *addr).await
+            }
+            (Some(c), false, SocketAddr::Inet(addr)) => {
+                Socks5Stream::connect_with_password_and_socket(tcp, *addr, &c.username, &c.password)
+                    .await
+            }
+            // socks5h:// lets the proxy resolve the name.
+            (None, _, _) => {
+                Socks5Stream::connect_with_socket(
+                    tcp,
+                    (self.target_host.as_str(), self.target_port),
+                )
+                .await
+            }
+            (Some(c), _, _) => {
+                Socks5Stream::connect_with_password_and_socket(
+                    tcp,
+                    (self.target_host.as_str(), self.target_port),
+                    &c.username,
+                    &c.password,
+                )
+                .await
+            }
+        };
+        stream
+            .map(Socks5Stream::into_inner)
+            .map_err(|e| self.fail(format_args!("SOCKS5 answered: {e}")))
+    }
+}
+
+#[async_trait]
+impl L4Connect for ProxyConnector {
+    async fn connect(&self, addr: &SocketAddr) -> Result<Stream> {
+        let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port))
+            .await
+            .map_err(|e| self.fail(format_args!("cannot connect to the proxy: {e}")))?;
+        // Scrapes are small request/response exchanges: do not wait to fill segments.
+        let _ = tcp.set_nodelay(true);
+        let tcp = match self.proxy.protocol {
+            ProxyProtocol::HttpConnect => self.http_connect(tcp).await?,
+            ProxyProtocol::Socks5 { .. } => self.socks5(tcp, addr).await?,
+        };
+        Ok(Stream::from(tcp))
+    }
+}

@@ -1,0 +1,115 @@
+//! TLS to the exporter: the CA bundle, the client certificate and key, loaded and checked at
+//! start-up so that a bad file is a refusal to start, never a panic or a silent downgrade.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora_core::protocols::tls::CaType;
+use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
+use pingora_rustls::{CertificateDer, ClientConfig, PrivateKeyDer, RootCertStore};
+use rustls_pemfile::Item;
+
+/// How the exporter's certificate is checked and what the tunnel presents.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+    /// CAs from `TLS_CA_FILE`; the system roots when `None`.
+    pub ca: Option<Arc<CaType>>,
+    /// Client certificate and key for mutual TLS.
+    pub client: Option<Arc<CertKey>>,
+    /// Name to verify against and send as SNI; the exporter's host when `None`.
+    pub server_name: Option<String>,
+    /// False only with `TLS_INSECURE_SKIP_VERIFY`.
+    pub verify: bool,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_certificates", &self.ca.as_ref().map(|ca| ca.len()))
+            .field("client_certificate", &self.client.is_some())
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .finish()
+    }
+}
+
+/// Reads the PEM items of `path`.
+fn pem_items(path: &Path) -> Result<Vec<Item>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("a readable PEM file ({e})"))?;
+    rustls_pemfile::read_all(&mut data.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a PEM file ({e})"))
+}
+
+/// DER certificates of `items`, each checked to parse as X.509.
+fn certificates(items: &[Item]) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<Vec<u8>> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::X509Certificate(der) => Some(der.to_vec()),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err("a PEM file with at least one CERTIFICATE block".into());
+    }
+    for (i, der) in certs.iter().enumerate() {
+        x509_parser::parse_x509_certificate(der).map_err(|e| {
+            format!(
+                "valid X.509 certificates (certificate {} does not parse: {e})",
+                i + 1
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+/// `TLS_CA_FILE`: every certificate of a PEM bundle.
+pub fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
+    let certs = certificates(&pem_items(path)?)?;
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|der| WrappedX509::new(der, parse_x509))
+        .collect();
+    Ok(wrapped.into())
+}
+
+/// `TLS_CERT_FILE` (leaf first, then intermediates) and `TLS_KEY_FILE` (PKCS#8, PKCS#1 or SEC1).
+/// Errors say which file is at fault: `Err((is_key_file, expected))`.
+pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, String)> {
+    let certs = pem_items(cert)
+        .and_then(|items| certificates(&items))
+        .map_err(|e| (false, e))?;
+    let key_der = pem_items(key)
+        .map_err(|e| (true, e))?
+        .into_iter()
+        .find_map(|item| match item {
+            Item::Pkcs8Key(k) => Some(k.secret_pkcs8_der().to_vec()),
+            Item::Pkcs1Key(k) => Some(k.secret_pkcs1_der().to_vec()),
+            Item::Sec1Key(k) => Some(k.secret_sec1_der().to_vec()),
+            _ => None,
+        })
+        .ok_or((
+            true,
+            "a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)".to_string(),
+        ))?;
+    // Pingora converts the key like this on every handshake and panics if it fails.
+    let private_key = PrivateKeyDer::try_from(key_der.clone())
+        .map_err(|e| (true, format!("a private key rustls can use ({e})")))?;
+    // The same check rustls makes when the first handshake builds its client config.
+    pingora_rustls::install_default_crypto_provider();
+    let chain = certs
+        .iter()
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
+    ClientConfig::builder()
+        .with_root_certificates(RootCertStore::empty())
+        .with_client_auth_cert(chain, private_key)
+        .map_err(|e| {
+            (
+                true,
+                format!("the private key of the certificate in TLS_CERT_FILE ({e})"),
+            )
+        })?;
+    Ok(Arc::new(CertKey::new(certs, key_der)))
+}

@@ -1,0 +1,104 @@
+//! Certificates made by the real `openssl` for the TLS tests: a private CA that signs the
+//! exporter's certificate (for `localhost` and 127.0.0.1), a CA nobody trusts, and a client CA
+//! with a client certificate for mutual TLS.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::require_tool;
+
+/// Paths of the PEM files in one directory.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// Makes every certificate under `dir`.
+    pub fn create(dir: &Path) -> Pki {
+        let openssl = require_tool("openssl", "openssl");
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for (name, cn) in [
+            ("ca", "Tunnel Test CA"),
+            ("other-ca", "Untrusted CA"),
+            ("client-ca", "Client CA"),
+        ] {
+            let mut args = vec!["req", "-x509"];
+            args.extend_from_slice(&ec);
+            let (key, crt, subj) = (
+                format!("{name}.key"),
+                format!("{name}.crt"),
+                format!("/CN={cn}"),
+            );
+            args.extend_from_slice(&["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+            run(&args);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        for (name, ca, ext) in [
+            ("server", "ca", "server.ext"),
+            ("untrusted-server", "other-ca", "server.ext"),
+            ("client", "client-ca", "client.ext"),
+        ] {
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
+            let mut args = vec!["req"];
+            args.extend_from_slice(&ec);
+            args.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+            run(&args);
+            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ]);
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
