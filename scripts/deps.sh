@@ -5,13 +5,14 @@
 #   prometheus-node-exporter  the real exporter scraped through the tunnel
 #   tinyproxy, microsocks     the real HTTP CONNECT and SOCKS5 proxies of the proxy tests
 #   openssl                   makes the certificates of the TLS tests
+#   curl                      the TLS client (with a client certificate) of the proxy-port TLS test
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
 # Usage: scripts/deps.sh [build|test]   (build: cmake only)
 set -euo pipefail
 
 want=(cmake)
 if [ "${1:-test}" = test ]; then
-  want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl)
+  want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl curl)
 fi
 
 missing=()

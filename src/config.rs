@@ -19,9 +19,10 @@ use pingora_core::server::configuration::ServerConf;
 
 pub use parse::{ExporterHost, Scheme};
 
-use crate::upstream::credentials::ExporterAuth;
+use crate::ip_range::IpRange;
+use crate::upstream::credentials::Credentials;
 use crate::upstream::forward_proxy::{self, ForwardProxy};
-use crate::upstream::tls::{self, TlsSettings};
+use crate::upstream::tls::{self, ListenerTls, TlsSettings};
 pub use setting::{ConfigError, Origin, RawValue, Setting};
 
 /// Default `SERVER_PORT`: windows_exporter's port, as in the original tool.
@@ -55,7 +56,7 @@ pub struct ExporterConfig {
     /// Forward proxy on the way, if any.
     pub proxy: Option<ForwardProxy>,
     /// Credentials the exporter wants, if any.
-    pub auth: Option<ExporterAuth>,
+    pub auth: Option<Credentials>,
 }
 
 impl ExporterConfig {
@@ -65,8 +66,27 @@ impl ExporterConfig {
     }
 }
 
-/// The two ports the tunnel listens on.
+/// Default `HEADER_READ_TIMEOUT`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `IDLE_TIMEOUT`: longer than Prometheus' longest usual scrape interval, so kept-alive
+/// scrape connections are not closed under it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `MAX_CONNECTIONS`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Limits on client connections to the proxy port, so slow or idle clients cannot exhaust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// A request's header must arrive within this, from its first byte.
+    pub header_read_timeout: Duration,
+    /// A connection waiting for its next request is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections beyond this many are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+/// The two ports the tunnel listens on.
+#[derive(Debug, Clone)]
 pub struct ListenConfig {
     /// Address both listeners bind.
     pub address: IpAddr,
@@ -74,6 +94,19 @@ pub struct ListenConfig {
     pub proxy_port: NonZeroU16,
     /// Port of `/metrics`, `/healthz`, `/readyz`, `/version`.
     pub metrics_port: NonZeroU16,
+    /// TLS on the proxy port, if configured.
+    pub tls: Option<ListenerTls>,
+    /// Limits on the proxy port's client connections.
+    pub limits: ClientLimits,
+}
+
+/// Who may scrape through the tunnel; everyone when both are unset.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// Client addresses allowed (others get 403).
+    pub allowed: Option<Vec<IpRange>>,
+    /// Credentials clients must present (else 401).
+    pub credentials: Option<Credentials>,
 }
 
 impl ListenConfig {
@@ -95,6 +128,8 @@ pub struct TunnelConfig {
     pub exporter: ExporterConfig,
     /// The listeners.
     pub listen: ListenConfig,
+    /// Who may use the proxy port.
+    pub access: AccessConfig,
     /// Debug logging.
     pub debug: bool,
 }
@@ -252,7 +287,31 @@ impl Validator {
 
         let tls = self.tls(scheme);
         let proxy = host.as_ref().and_then(|h| self.proxy(env, scheme, h));
-        let auth = self.auth();
+        let auth = self.credentials([
+            Setting::BearerTokenFile,
+            Setting::BasicAuthUsername,
+            Setting::BasicAuthPasswordFile,
+        ]);
+        let access = AccessConfig {
+            allowed: self.get(Setting::ClientAllowedCidrs, parse::cidr_list),
+            credentials: self.credentials([
+                Setting::ClientBearerTokenFile,
+                Setting::ClientBasicAuthUsername,
+                Setting::ClientBasicAuthPasswordFile,
+            ]),
+        };
+        let listener_tls = self.listener_tls();
+        let limits = ClientLimits {
+            header_read_timeout: self
+                .get(Setting::HeaderReadTimeout, parse::timeout)
+                .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: self
+                .get(Setting::IdleTimeout, parse::timeout)
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            max_connections: self
+                .get(Setting::MaxConnections, parse::connection_limit)
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        };
 
         match host {
             Some(host) if self.errors.is_empty() => Ok(TunnelConfig {
@@ -269,7 +328,10 @@ impl Validator {
                     address,
                     proxy_port,
                     metrics_port,
+                    tls: listener_tls,
+                    limits,
                 },
+                access,
                 debug,
             }),
             _ => Err(self.errors),
@@ -376,16 +438,17 @@ impl Validator {
         }
     }
 
-    /// `BEARER_TOKEN_FILE`, or `BASIC_AUTH_USERNAME` with `BASIC_AUTH_PASSWORD_FILE`; the file
-    /// is read now so a missing or empty Secret stops the start.
-    fn auth(&mut self) -> Option<ExporterAuth> {
-        let token = self.chosen.get(&Setting::BearerTokenFile).cloned();
-        let user = self.chosen.get(&Setting::BasicAuthUsername).cloned();
-        let password = self.chosen.get(&Setting::BasicAuthPasswordFile).cloned();
-        let (auth, file_raw) = match (token, user, password) {
+    /// A bearer token file, or a user name with a password file (`[token, user, password]`:
+    /// the exporter's `BEARER_TOKEN_FILE`... or the clients' `CLIENT_BEARER_TOKEN_FILE`...).
+    /// The file is read now so a missing or empty Secret stops the start.
+    fn credentials(&mut self, [token_s, user_s, password_s]: [Setting; 3]) -> Option<Credentials> {
+        let token = self.chosen.get(&token_s).cloned();
+        let user = self.chosen.get(&user_s).cloned();
+        let password = self.chosen.get(&password_s).cloned();
+        let (credentials, file_raw) = match (token, user, password) {
             (None, None, None) => return None,
             (Some(token), None, None) => (
-                ExporterAuth::Bearer {
+                Credentials::Bearer {
                     token_file: PathBuf::from(&token.text),
                 },
                 token,
@@ -399,7 +462,7 @@ impl Validator {
                     return None;
                 }
                 (
-                    ExporterAuth::Basic {
+                    Credentials::Basic {
                         username: user.text.clone(),
                         password_file: PathBuf::from(&password.text),
                     },
@@ -408,33 +471,83 @@ impl Validator {
             }
             (Some(_), _, _) => {
                 self.refuse(
-                    Setting::BearerTokenFile,
-                    "either BEARER_TOKEN_FILE or BASIC_AUTH_USERNAME with BASIC_AUTH_PASSWORD_FILE, not both".into(),
+                    token_s,
+                    format!(
+                        "either {} or {} with {}, not both",
+                        token_s.env(),
+                        user_s.env(),
+                        password_s.env()
+                    ),
                 );
                 return None;
             }
             (None, Some(_), None) => {
-                self.refuse(
-                    Setting::BasicAuthUsername,
-                    "BASIC_AUTH_PASSWORD_FILE with it".into(),
-                );
+                self.refuse(user_s, format!("{} with it", password_s.env()));
                 return None;
             }
             (None, None, Some(_)) => {
-                self.refuse(
-                    Setting::BasicAuthPasswordFile,
-                    "BASIC_AUTH_USERNAME with it".into(),
-                );
+                self.refuse(password_s, format!("{} with it", user_s.env()));
                 return None;
             }
         };
-        match auth.load() {
-            Ok(_) => Some(auth),
+        match credentials.load() {
+            Ok(_) => Some(credentials),
             Err(expected) => {
                 self.errors.push(ConfigError::value(&file_raw, expected));
                 None
             }
         }
+    }
+
+    /// `LISTEN_TLS_*`: the certificate and key checked as Pingora will load them.
+    fn listener_tls(&mut self) -> Option<ListenerTls> {
+        let cert = self.chosen.get(&Setting::ListenTlsCertFile).cloned();
+        let key = self.chosen.get(&Setting::ListenTlsKeyFile).cloned();
+        let (cert, key) = match (cert, key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) => {
+                self.refuse(
+                    Setting::ListenTlsClientCaFile,
+                    "LISTEN_TLS_CERT_FILE and LISTEN_TLS_KEY_FILE with it: client certificates need TLS on the proxy port".into(),
+                );
+                return None;
+            }
+            (Some(_), None) => {
+                self.refuse(
+                    Setting::ListenTlsCertFile,
+                    "LISTEN_TLS_KEY_FILE with it".into(),
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.refuse(
+                    Setting::ListenTlsKeyFile,
+                    "LISTEN_TLS_CERT_FILE with it".into(),
+                );
+                return None;
+            }
+        };
+        if let Err((is_key, expected)) =
+            tls::check_listener_pair(Path::new(&cert.text), Path::new(&key.text))
+        {
+            self.errors.push(ConfigError::value(
+                if is_key { &key } else { &cert },
+                expected,
+            ));
+            return None;
+        }
+        let client_verifier = if self.is_set(Setting::ListenTlsClientCaFile) {
+            Some(self.get(Setting::ListenTlsClientCaFile, |path| {
+                tls::client_verifier(Path::new(path))
+            })?)
+        } else {
+            None
+        };
+        Some(ListenerTls {
+            cert_file: cert.text,
+            key_file: key.text,
+            client_verifier,
+        })
     }
 
     /// The raw value of `setting` for a message, or its default spelled as text.

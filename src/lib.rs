@@ -7,9 +7,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod build_info;
 pub mod config;
+pub mod ip_range;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -63,6 +63,30 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a client connection was closed before its request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRejection {
+    /// `MAX_CONNECTIONS` connections were already open.
+    Limit,
+    /// The request header did not arrive within `HEADER_READ_TIMEOUT`.
+    HeaderTimeout,
+}
+
+impl ConnectionRejection {
+    const ALL: [ConnectionRejection; 2] = [
+        ConnectionRejection::Limit,
+        ConnectionRejection::HeaderTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionRejection::Limit => "limit",
+            ConnectionRejection::HeaderTimeout => "header_timeout",
+        }
+    }
+}
+
 /// Status codes 100-599 each get a lazily resolved counter handle.
 const STATUS_SLOTS: usize = 500;
 
@@ -84,6 +108,10 @@ pub struct TunnelMetrics {
     pub in_flight: IntGauge,
     /// `proxy_response_bytes_total`: response body bytes forwarded to clients.
     pub response_bytes: IntCounter,
+    /// `proxy_open_connections`: client connections open on the proxy port.
+    pub open_connections: IntGauge,
+    /// `proxy_connections_rejected_total{reason}`: client connections closed unanswered.
+    connections_rejected: [IntCounter; ConnectionRejection::ALL.len()],
 }
 
 impl TunnelMetrics {
@@ -92,6 +120,11 @@ impl TunnelMetrics {
             "proxy_upstream_errors_total",
             "Failed requests to the exporter, by kind of failure.",
             &["kind"]
+        )?;
+        let rejected_vec = register_int_counter_vec!(
+            "proxy_connections_rejected_total",
+            "Client connections closed before a request was answered: over MAX_CONNECTIONS (limit) or a request header slower than HEADER_READ_TIMEOUT (header_timeout).",
+            &["reason"]
         )?;
         let info = register_int_gauge_vec!(
             "prometheus_tunnel_build_info",
@@ -129,6 +162,12 @@ impl TunnelMetrics {
                 "proxy_response_bytes_total",
                 "Response body bytes forwarded to clients."
             )?,
+            open_connections: register_int_gauge!(
+                "proxy_open_connections",
+                "Client connections open on the proxy port."
+            )?,
+            connections_rejected: ConnectionRejection::ALL
+                .map(|reason| rejected_vec.with_label_values(&[reason.as_str()])),
         })
     }
 
@@ -144,6 +183,11 @@ impl TunnelMetrics {
             None => self.status_handles[STATUS_SLOTS - 1]
                 .get_or_init(|| self.statuses.with_label_values(&["599"])),
         }
+    }
+
+    /// The counter of client connections closed unanswered for `reason`.
+    pub fn connection_rejected(&self, reason: ConnectionRejection) -> &IntCounter {
+        &self.connections_rejected[reason as usize]
     }
 
     /// The counter for one kind of upstream failure.

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    WWW_AUTHENTICATE,
 };
 use http::Method;
 use log::debug;
@@ -28,13 +29,19 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use outcome::{Failure, CLIENT_CLOSED};
 
-use crate::config::ExporterConfig;
+use crate::access::{AccessControl, Verdict};
+use crate::config::{AccessConfig, ExporterConfig};
+use crate::listener::HeaderRead;
 use crate::metrics::METRICS;
 use crate::upstream::Upstream;
 
 /// The header in which Prometheus sends its scrape timeout, in seconds.
 pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
     HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+
+/// The largest request header forwarded; a scrape's is a few hundred bytes. Larger ones are
+/// answered 431 and never reach the exporter.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 
 /// Headers that describe the client's connection, not the request; the exporter connection is
 /// the tunnel's own and is kept alive whatever the client asked for.
@@ -48,6 +55,7 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 /// Forwards scrapes to one exporter and records the tunnel's metrics.
 pub struct TunnelProxy {
     upstream: Upstream,
+    access: AccessControl,
     /// `Host` sent to the exporter: its `host:port`.
     host_header: HeaderValue,
     /// `UPSTREAM_TIMEOUT`: the longest a request may take.
@@ -55,8 +63,8 @@ pub struct TunnelProxy {
 }
 
 impl TunnelProxy {
-    /// A proxy to `exporter`.
-    pub fn new(exporter: &ExporterConfig) -> Result<Self> {
+    /// A proxy to `exporter`, used by the clients `access` lets in.
+    pub fn new(exporter: &ExporterConfig, access: &AccessConfig) -> Result<Self> {
         let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
             Error::because(
                 ErrorType::InternalError,
@@ -66,6 +74,7 @@ impl TunnelProxy {
         })?;
         Ok(TunnelProxy {
             upstream: Upstream::new(exporter)?,
+            access: AccessControl::new(access)?,
             host_header,
             timeout: exporter.timeout,
         })
@@ -122,9 +131,67 @@ impl ProxyHttp for TunnelProxy {
         }
     }
 
-    /// Answers 405 to anything but GET and HEAD; returns `Ok(true)` when it answered.
+    /// Marks the connection's request header as read, for the header deadline of
+    /// [`crate::listener::GuardedApp`].
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Some(header_read) = prev_ctx.downcast_ref::<HeaderRead>() {
+            header_read.mark();
+        }
+    }
+
+    /// Refuses clients the access rules keep out (403/401), then anything but GET and HEAD
+    /// (405); returns `Ok(true)` when it answered.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let client = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip());
+        let verdict = self.access.check(
+            client,
+            session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION),
+            ctx.start,
+        );
+        match verdict {
+            Verdict::Allow => {}
+            Verdict::Forbidden => {
+                debug!("refused a request from {client:?}: not in CLIENT_ALLOWED_CIDRS");
+                session.set_keepalive(None);
+                let body = Bytes::from_static(
+                    b"403 Forbidden: this address may not scrape through the tunnel\n",
+                );
+                respond(session, 403, body, &[]).await?;
+                return Ok(true);
+            }
+            Verdict::Unauthorized(challenge) => {
+                debug!("refused a request from {client:?}: missing or wrong credentials");
+                let body =
+                    Bytes::from_static(b"401 Unauthorized: the tunnel requires credentials\n");
+                respond(session, 401, body, &[(WWW_AUTHENTICATE, challenge)]).await?;
+                return Ok(true);
+            }
+        }
         let req = session.req_header();
+        let header_bytes = req.raw_path().len()
+            + req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if header_bytes > MAX_REQUEST_HEADER_BYTES {
+            debug!("refused a {header_bytes}-byte request header from {client:?}");
+            session.set_keepalive(None);
+            let body = Bytes::from_static(b"431 Request Header Fields Too Large: a scrape needs a few hundred bytes of header\n");
+            respond(session, 431, body, &[]).await?;
+            return Ok(true);
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             debug!(
                 "refused {} {}: only GET and HEAD are forwarded",
@@ -164,10 +231,20 @@ impl ProxyHttp for TunnelProxy {
         for name in &HOP_BY_HOP {
             upstream_request.remove_header(name);
         }
-        // Configured credentials replace whatever the client sent; without them, the client's
-        // own Authorization (Prometheus' scrape credentials) passes through.
+        // The target is always the configured exporter: an absolute-form target
+        // (`GET http://other/x`) is sent on as its path and query only (the URI holds just those),
+        // so the request line cannot name another host.
+        if !upstream_request.raw_path().starts_with(b"/") {
+            let path_only = upstream_request.uri.clone();
+            upstream_request.set_uri(path_only);
+        }
+        // Configured exporter credentials replace whatever the client sent. Without them, the
+        // client's own Authorization (Prometheus' scrape credentials) passes through, unless
+        // it was meant for the tunnel itself.
         if let Some(value) = self.upstream.authorization(ctx.start) {
             upstream_request.insert_header(http::header::AUTHORIZATION, value)?;
+        } else if self.access.requires_credentials() {
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
         Ok(())
     }

@@ -3,29 +3,47 @@
 use std::sync::Arc;
 
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::listening::Service;
 use pingora_error::Result;
-use pingora_proxy::{http_proxy_service_with_name, HttpProxy};
+use pingora_proxy::{http_proxy, HttpProxy};
 
 use crate::admin::AdminApp;
 use crate::config::TunnelConfig;
+use crate::listener::GuardedApp;
 use crate::proxy::TunnelProxy;
 
-/// The proxy port's service: forwards scrapes to the exporter.
+/// The proxy port's service: forwards scrapes to the exporter, behind the connection limits
+/// of [`GuardedApp`], over TLS when configured.
 pub fn proxy_service(
     server_conf: &Arc<ServerConf>,
     config: &TunnelConfig,
-) -> Result<Service<HttpProxy<TunnelProxy>>> {
-    let proxy = TunnelProxy::new(&config.exporter)?;
-    let mut service = http_proxy_service_with_name(server_conf, proxy, "proxy");
-    if let Some(app) = service.app_logic_mut() {
-        // Never act as a CONNECT proxy for clients: the tunnel reaches one exporter only.
-        let mut options = HttpServerOptions::default();
-        options.allow_connect_method_proxying = false;
-        app.server_options = Some(options);
+) -> Result<Service<GuardedApp<HttpProxy<TunnelProxy>>>> {
+    let proxy = TunnelProxy::new(&config.exporter, &config.access)?;
+    let mut http = http_proxy(server_conf, proxy);
+    // Never act as a CONNECT proxy for clients: the tunnel reaches its exporter only.
+    let mut options = HttpServerOptions::default();
+    options.allow_connect_method_proxying = false;
+    http.server_options = Some(options);
+    let mut service = Service::new(
+        "proxy".to_string(),
+        GuardedApp::new(http, config.listen.limits),
+    );
+    let addr = config.listen.proxy_addr().to_string();
+    match &config.listen.tls {
+        Some(tls) => {
+            let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)?;
+            // HTTP/1.1 only: the connection guard speaks HTTP/1.
+            settings.set_alpn(ALPN::H1);
+            if let Some(verifier) = &tls.client_verifier {
+                settings.set_client_cert_verifier(Arc::clone(verifier));
+            }
+            service.add_tls_with_settings(&addr, None, settings);
+        }
+        None => service.add_tcp(&addr),
     }
-    service.add_tcp(&config.listen.proxy_addr().to_string());
     Ok(service)
 }
 

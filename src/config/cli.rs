@@ -107,6 +107,57 @@ pub struct Cli {
     /// [env: BASIC_AUTH_PASSWORD_FILE] [conf: tunnel.basic_auth_password_file]
     #[arg(long, value_name = "FILE")]
     pub basic_auth_password_file: Option<String>,
+
+    /// Client addresses allowed on the proxy port, comma-separated CIDRs (10.0.0.0/8,fd00::/8);
+    /// others get 403. [env: CLIENT_ALLOWED_CIDRS] [conf: tunnel.client_allowed_cidrs]
+    /// [default: everyone]
+    #[arg(long, value_name = "CIDRS")]
+    pub client_allowed_cidrs: Option<String>,
+
+    /// File holding the bearer token clients must present (else 401); re-read when it changes.
+    /// [env: CLIENT_BEARER_TOKEN_FILE] [conf: tunnel.client_bearer_token_file]
+    #[arg(long, value_name = "FILE")]
+    pub client_bearer_token_file: Option<String>,
+
+    /// User name clients must present with basic auth, with --client-basic-auth-password-file.
+    /// [env: CLIENT_BASIC_AUTH_USERNAME] [conf: tunnel.client_basic_auth_username]
+    #[arg(long, value_name = "USER")]
+    pub client_basic_auth_username: Option<String>,
+
+    /// File holding the password clients must present with basic auth.
+    /// [env: CLIENT_BASIC_AUTH_PASSWORD_FILE] [conf: tunnel.client_basic_auth_password_file]
+    #[arg(long, value_name = "FILE")]
+    pub client_basic_auth_password_file: Option<String>,
+
+    /// PEM certificate (chain) to serve TLS on the proxy port, with --listen-tls-key-file.
+    /// [env: LISTEN_TLS_CERT_FILE] [conf: tunnel.listen_tls_cert_file]
+    #[arg(long, value_name = "FILE")]
+    pub listen_tls_cert_file: Option<String>,
+
+    /// PEM private key of the proxy port's certificate. [env: LISTEN_TLS_KEY_FILE]
+    /// [conf: tunnel.listen_tls_key_file]
+    #[arg(long, value_name = "FILE")]
+    pub listen_tls_key_file: Option<String>,
+
+    /// PEM CAs: with TLS on the proxy port, clients must present a certificate they signed.
+    /// [env: LISTEN_TLS_CLIENT_CA_FILE] [conf: tunnel.listen_tls_client_ca_file]
+    #[arg(long, value_name = "FILE")]
+    pub listen_tls_client_ca_file: Option<String>,
+
+    /// Longest a client may take to send a request header, from its first byte.
+    /// [env: HEADER_READ_TIMEOUT] [conf: tunnel.header_read_timeout] [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+
+    /// Longest a client connection may sit idle waiting for its next request.
+    /// [env: IDLE_TIMEOUT] [conf: tunnel.idle_timeout] [default: 120s]
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Most client connections open at once on the proxy port; more are answered 503 and
+    /// closed. [env: MAX_CONNECTIONS] [conf: tunnel.max_connections] [default: 4096]
+    #[arg(long, value_name = "COUNT")]
+    pub max_connections: Option<String>,
 }
 
 impl Cli {
@@ -132,6 +183,16 @@ impl Cli {
             bearer_token_file,
             basic_auth_username,
             basic_auth_password_file,
+            client_allowed_cidrs,
+            client_bearer_token_file,
+            client_basic_auth_username,
+            client_basic_auth_password_file,
+            listen_tls_cert_file,
+            listen_tls_key_file,
+            listen_tls_client_ca_file,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
         } = self;
         [
             (Setting::ServerIp, server_ip),
@@ -151,6 +212,19 @@ impl Cli {
             (Setting::BearerTokenFile, bearer_token_file),
             (Setting::BasicAuthUsername, basic_auth_username),
             (Setting::BasicAuthPasswordFile, basic_auth_password_file),
+            (Setting::ClientAllowedCidrs, client_allowed_cidrs),
+            (Setting::ClientBearerTokenFile, client_bearer_token_file),
+            (Setting::ClientBasicAuthUsername, client_basic_auth_username),
+            (
+                Setting::ClientBasicAuthPasswordFile,
+                client_basic_auth_password_file,
+            ),
+            (Setting::ListenTlsCertFile, listen_tls_cert_file),
+            (Setting::ListenTlsKeyFile, listen_tls_key_file),
+            (Setting::ListenTlsClientCaFile, listen_tls_client_ca_file),
+            (Setting::HeaderReadTimeout, header_read_timeout),
+            (Setting::IdleTimeout, idle_timeout),
+            (Setting::MaxConnections, max_connections),
         ]
         .into_iter()
         .filter_map(|(setting, value)| {

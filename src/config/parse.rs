@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
 
+use crate::ip_range::IpRange;
+
 /// The exporter's host as configured: an address used as is, or a name resolved when connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExporterHost {
@@ -154,6 +156,34 @@ pub fn timeout(text: &str) -> Result<Duration, String> {
         Some(d) if !d.is_zero() && d <= MAX_TIMEOUT => Ok(d),
         _ => Err(EXPECTED.into()),
     }
+}
+
+/// A comma-separated list of CIDR ranges or addresses, at least one.
+pub fn cidr_list(text: &str) -> Result<Vec<IpRange>, String> {
+    const EXPECTED: &str =
+        "comma-separated CIDR ranges or addresses, such as 10.0.0.0/8,192.168.1.5,fd00::/8";
+    let ranges: Option<Vec<IpRange>> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(IpRange::parse)
+        .collect();
+    match ranges {
+        Some(ranges) if !ranges.is_empty() => Ok(ranges),
+        _ => Err(EXPECTED.into()),
+    }
+}
+
+/// The largest connection limit accepted.
+pub const MAX_CONNECTION_LIMIT: usize = 1_000_000;
+
+/// A connection count, 1 to a million.
+pub fn connection_limit(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTION_LIMIT).contains(n))
+        .ok_or_else(|| format!("a number of connections from 1 to {MAX_CONNECTION_LIMIT}"))
 }
 
 #[cfg(test)]

@@ -44,11 +44,31 @@ pub enum Setting {
     BasicAuthUsername,
     /// File holding the basic-auth password.
     BasicAuthPasswordFile,
+    /// Client addresses allowed to use the proxy port.
+    ClientAllowedCidrs,
+    /// File holding the bearer token clients must present.
+    ClientBearerTokenFile,
+    /// User name clients must present with basic auth.
+    ClientBasicAuthUsername,
+    /// File holding the password clients must present with basic auth.
+    ClientBasicAuthPasswordFile,
+    /// PEM certificate (chain) for TLS on the proxy port.
+    ListenTlsCertFile,
+    /// PEM private key for TLS on the proxy port.
+    ListenTlsKeyFile,
+    /// PEM CAs whose client certificates the proxy port requires.
+    ListenTlsClientCaFile,
+    /// Longest time a client may take to send a request's header, from its first byte.
+    HeaderReadTimeout,
+    /// Longest time a client connection may sit idle between requests.
+    IdleTimeout,
+    /// Most client connections open at once on the proxy port.
+    MaxConnections,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and the README list them.
-    pub const ALL: [Setting; 17] = [
+    pub const ALL: [Setting; 27] = [
         Setting::ServerIp,
         Setting::ServerPort,
         Setting::ServerScheme,
@@ -66,6 +86,16 @@ impl Setting {
         Setting::BearerTokenFile,
         Setting::BasicAuthUsername,
         Setting::BasicAuthPasswordFile,
+        Setting::ClientAllowedCidrs,
+        Setting::ClientBearerTokenFile,
+        Setting::ClientBasicAuthUsername,
+        Setting::ClientBasicAuthPasswordFile,
+        Setting::ListenTlsCertFile,
+        Setting::ListenTlsKeyFile,
+        Setting::ListenTlsClientCaFile,
+        Setting::HeaderReadTimeout,
+        Setting::IdleTimeout,
+        Setting::MaxConnections,
     ];
 
     /// The environment variable, e.g. `SERVER_PORT`.
@@ -88,6 +118,16 @@ impl Setting {
             Setting::BearerTokenFile => "BEARER_TOKEN_FILE",
             Setting::BasicAuthUsername => "BASIC_AUTH_USERNAME",
             Setting::BasicAuthPasswordFile => "BASIC_AUTH_PASSWORD_FILE",
+            Setting::ClientAllowedCidrs => "CLIENT_ALLOWED_CIDRS",
+            Setting::ClientBearerTokenFile => "CLIENT_BEARER_TOKEN_FILE",
+            Setting::ClientBasicAuthUsername => "CLIENT_BASIC_AUTH_USERNAME",
+            Setting::ClientBasicAuthPasswordFile => "CLIENT_BASIC_AUTH_PASSWORD_FILE",
+            Setting::ListenTlsCertFile => "LISTEN_TLS_CERT_FILE",
+            Setting::ListenTlsKeyFile => "LISTEN_TLS_KEY_FILE",
+            Setting::ListenTlsClientCaFile => "LISTEN_TLS_CLIENT_CA_FILE",
+            Setting::HeaderReadTimeout => "HEADER_READ_TIMEOUT",
+            Setting::IdleTimeout => "IDLE_TIMEOUT",
+            Setting::MaxConnections => "MAX_CONNECTIONS",
         }
     }
 

@@ -16,9 +16,10 @@ use log::{info, warn};
 /// How often, at most, the files are checked for a change: one `stat` a second, not per scrape.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Which credentials the exporter wants.
+/// A credential read from a file: what the tunnel sends to the exporter, or what it requires
+/// from its clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExporterAuth {
+pub enum Credentials {
     /// `Authorization: Bearer <token>`, the token read from `token_file`.
     Bearer {
         /// `BEARER_TOKEN_FILE`.
@@ -33,29 +34,29 @@ pub enum ExporterAuth {
     },
 }
 
-impl ExporterAuth {
+impl Credentials {
     /// The file whose content is secret.
     pub fn file(&self) -> &Path {
         match self {
-            ExporterAuth::Bearer { token_file } => token_file,
-            ExporterAuth::Basic { password_file, .. } => password_file,
+            Credentials::Bearer { token_file } => token_file,
+            Credentials::Basic { password_file, .. } => password_file,
         }
     }
 
-    /// The `Authorization` value for the secret `content` of [`ExporterAuth::file`].
+    /// The `Authorization` value for the secret `content` of [`Credentials::file`].
     pub fn header(&self, content: &str) -> Result<HeaderValue, String> {
         let secret = content.trim_end_matches(['\r', '\n']);
         if secret.is_empty() {
             return Err("a file holding a non-empty secret".into());
         }
         let text = match self {
-            ExporterAuth::Bearer { .. } => {
+            Credentials::Bearer { .. } => {
                 if secret.chars().any(|c| !c.is_ascii_graphic()) {
                     return Err("a file holding one token of visible ASCII characters".into());
                 }
                 format!("Bearer {secret}")
             }
-            ExporterAuth::Basic { username, .. } => format!(
+            Credentials::Basic { username, .. } => format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{username}:{secret}"))
             ),
@@ -98,7 +99,7 @@ struct Loaded {
 
 /// The current `Authorization` header for the exporter, kept fresh from its file.
 pub struct AuthHeader {
-    auth: ExporterAuth,
+    auth: Credentials,
     current: ArcSwap<Loaded>,
     epoch: Instant,
     /// Milliseconds after `epoch` when the file is next checked.
@@ -110,7 +111,7 @@ pub struct AuthHeader {
 
 impl AuthHeader {
     /// Starts from a header already loaded (and so checked) at start-up.
-    pub fn new(auth: ExporterAuth, header: HeaderValue) -> Self {
+    pub fn new(auth: Credentials, header: HeaderValue) -> Self {
         AuthHeader {
             current: ArcSwap::from_pointee(Loaded {
                 stamp: stamp(auth.file()),
@@ -172,13 +173,13 @@ mod tests {
 
     #[test]
     fn headers() {
-        let bearer = ExporterAuth::Bearer {
+        let bearer = Credentials::Bearer {
             token_file: "t".into(),
         };
         assert_eq!(bearer.header("abc.def\n").unwrap(), "Bearer abc.def");
         assert!(bearer.header("\n").is_err());
         assert!(bearer.header("two words").is_err());
-        let basic = ExporterAuth::Basic {
+        let basic = Credentials::Basic {
             username: "prom".into(),
             password_file: "p".into(),
         };
@@ -192,7 +193,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
         std::fs::write(&file, "one").unwrap();
-        let auth = ExporterAuth::Bearer {
+        let auth = Credentials::Bearer {
             token_file: file.clone(),
         };
         let header = AuthHeader::new(auth.clone(), auth.load().unwrap());

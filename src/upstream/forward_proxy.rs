@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use percent_encoding::percent_decode_str;
 
 use crate::config::{EnvSource, ExporterHost, Scheme};
+use crate::ip_range::IpRange;
 
 /// How the tunnel talks to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,29 +176,14 @@ fn strip_port(entry: &str) -> &str {
     }
 }
 
-/// `entry` is an address or a CIDR range containing `ip`.
+/// `entry` is an address (a port after it ignored) or a CIDR range containing `ip`.
 fn ip_matches(entry: &str, ip: IpAddr) -> bool {
-    let entry = entry.trim_start_matches('[');
-    let (addr, prefix) = match entry.split_once('/') {
-        Some((addr, prefix)) => (addr, prefix.parse::<u32>().ok()),
-        None => (strip_port(entry).trim_end_matches(']'), None),
+    let entry = if entry.contains('/') {
+        entry
+    } else {
+        strip_port(entry)
     };
-    let Ok(net) = addr.trim_end_matches(']').parse::<IpAddr>() else {
-        return false;
-    };
-    match (net, ip) {
-        (IpAddr::V4(net), IpAddr::V4(ip)) => {
-            let bits = prefix.unwrap_or(32).min(32);
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            u32::from(net) & mask == u32::from(ip) & mask
-        }
-        (IpAddr::V6(net), IpAddr::V6(ip)) => {
-            let bits = prefix.unwrap_or(128).min(128);
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            u128::from(net) & mask == u128::from(ip) & mask
-        }
-        _ => false,
-    }
+    IpRange::parse(entry).is_some_and(|range| range.contains(ip))
 }
 
 #[cfg(test)]

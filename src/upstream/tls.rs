@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use pingora_core::protocols::tls::CaType;
 use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
-use pingora_rustls::{CertificateDer, ClientConfig, PrivateKeyDer, RootCertStore};
+use pingora_rustls::{
+    CertificateDer, ClientCertVerifier, ClientConfig, PrivateKeyDer, RootCertStore, ServerConfig,
+    WebPkiClientVerifier,
+};
 use rustls_pemfile::Item;
 
 /// How the exporter's certificate is checked and what the tunnel presents.
@@ -112,4 +115,73 @@ pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, Strin
             )
         })?;
     Ok(Arc::new(CertKey::new(certs, key_der)))
+}
+
+/// TLS on the proxy port: the server certificate and key (files Pingora loads itself once
+/// they are checked here) and, for client-certificate verification, the verifier of
+/// `LISTEN_TLS_CLIENT_CA_FILE`.
+#[derive(Clone)]
+pub struct ListenerTls {
+    /// `LISTEN_TLS_CERT_FILE`.
+    pub cert_file: String,
+    /// `LISTEN_TLS_KEY_FILE`.
+    pub key_file: String,
+    /// Requires a client certificate signed by these CAs, when set.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("cert_file", &self.cert_file)
+            .field("verifies_clients", &self.client_verifier.is_some())
+            .finish()
+    }
+}
+
+/// Checks the listener's certificate and key the way Pingora will load them (it panics on a bad
+/// pair). Errors say which file is at fault: `Err((is_key_file, expected))`.
+pub fn check_listener_pair(cert: &Path, key: &Path) -> Result<(), (bool, String)> {
+    let certs = pem_items(cert)
+        .and_then(|items| certificates(&items))
+        .map_err(|e| (false, e))?;
+    let key_der = pem_items(key)
+        .map_err(|e| (true, e))?
+        .into_iter()
+        .find_map(|item| match item {
+            Item::Pkcs8Key(k) => Some(PrivateKeyDer::from(k)),
+            Item::Pkcs1Key(k) => Some(PrivateKeyDer::from(k)),
+            Item::Sec1Key(k) => Some(PrivateKeyDer::from(k)),
+            _ => None,
+        })
+        .ok_or((
+            true,
+            "a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)".to_string(),
+        ))?;
+    pingora_rustls::install_default_crypto_provider();
+    let chain = certs.into_iter().map(CertificateDer::from).collect();
+    ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            (
+                true,
+                format!("the private key of the certificate in LISTEN_TLS_CERT_FILE ({e})"),
+            )
+        })?;
+    Ok(())
+}
+
+/// A verifier that requires client certificates signed by the CAs of `path`.
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    for der in certificates(&pem_items(path)?)? {
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| format!("CA certificates usable as trust anchors ({e})"))?;
+    }
+    pingora_rustls::install_default_crypto_provider();
+    WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| format!("CA certificates that can verify clients ({e})"))
 }

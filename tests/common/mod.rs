@@ -257,6 +257,32 @@ pub fn request(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &
     }
 }
 
+/// Sends raw `bytes` to 127.0.0.1:`port` and reads until the peer closes or `limit` passes;
+/// returns what was read (for malformed requests and cut bodies, which clients hide).
+pub fn raw_exchange(port: u16, bytes: &[u8], limit: Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut buf = [0u8; 16 * 1024];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// The status code of a raw HTTP answer, if it starts with a status line.
+pub fn raw_status(answer: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(answer);
+    let line = text.lines().next()?;
+    line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
 /// A keep-alive client with a generous timeout.
 pub fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()

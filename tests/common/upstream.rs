@@ -26,8 +26,24 @@ impl Seen {
     }
 }
 
+/// What the exporter does wrong, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers 200 with the page.
+    None,
+    /// Answers this status with the page as its body.
+    Status(u16),
+    /// Declares the page's length, sends half of it, then closes the connection.
+    CutMidBody,
+    /// Sends a chunked body that never ends, a chunk every 50 ms.
+    EndlessBody,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+}
+
 struct State {
     page: Vec<u8>,
+    fault: Mutex<Fault>,
     delay: Mutex<Duration>,
     seen: Mutex<Vec<Seen>>,
     connections: AtomicUsize,
@@ -47,6 +63,7 @@ impl Exporter {
         let port = listener.local_addr().expect("exporter addr").port();
         let state = Arc::new(State {
             page,
+            fault: Mutex::new(Fault::None),
             delay: Mutex::new(Duration::ZERO),
             seen: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
@@ -70,6 +87,11 @@ impl Exporter {
     /// Makes every following answer wait `delay` before its header.
     pub fn set_delay(&self, delay: Duration) {
         *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Makes every following answer go wrong in this way.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = fault;
     }
 
     /// Every request received so far.
@@ -140,11 +162,41 @@ fn serve(stream: TcpStream, state: &State) {
         if !delay.is_zero() {
             thread::sleep(delay);
         }
+        let fault = *state.fault.lock().unwrap();
+        let status = match fault {
+            Fault::Status(code) => code,
+            _ => 200,
+        };
+        match fault {
+            Fault::Garbage => {
+                let _ = writer.write_all(b"SSH-2.0-OpenSSH_9.2 definitely not HTTP\r\n\r\n");
+                return;
+            }
+            Fault::EndlessBody => {
+                let _ = writer.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                while writer
+                    .write_all(b"1a\r\nnode_endless_series 1 000\n\r\n")
+                    .is_ok()
+                {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                return;
+            }
+            _ => {}
+        }
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
             state.page.len()
         );
         if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if fault == Fault::CutMidBody {
+            let _ = writer.write_all(&state.page[..state.page.len() / 2]);
+            let _ = writer.flush();
+            thread::sleep(Duration::from_millis(50));
             return;
         }
         if method != "HEAD" && writer.write_all(&state.page).is_err() {

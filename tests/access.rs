@@ -1,0 +1,199 @@
+//! Who may scrape through the tunnel: client CIDRs (403), credentials (401), TLS with client
+//! certificates on the proxy port. Refusals are counted and never forwarded.
+
+mod common;
+
+use std::process::Command;
+
+use common::pki::Pki;
+use common::upstream::Exporter;
+use common::{agent, exporter_page, get, request, require_tool, write_file, Tunnel};
+
+#[test]
+fn client_cidrs_outside_the_list_get_403() {
+    let exporter = Exporter::start(exporter_page(100));
+    let denied = Tunnel::start(
+        exporter.port,
+        &[("CLIENT_ALLOWED_CIDRS", "10.0.0.0/8, fd00::/8")],
+    );
+    let answer = get(&denied.url("/metrics"));
+    assert_eq!(answer.status, 403);
+    let m = denied.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "403")]),
+        1.0
+    );
+    assert!(
+        exporter.seen().is_empty(),
+        "a refused request was forwarded"
+    );
+
+    let allowed = Tunnel::start(
+        exporter.port,
+        &[("CLIENT_ALLOWED_CIDRS", "10.0.0.0/8,127.0.0.0/8")],
+    );
+    assert_eq!(get(&allowed.url("/metrics")).status, 200);
+    assert_eq!(exporter.seen().len(), 1);
+}
+
+#[test]
+fn client_bearer_token_is_required_and_not_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(dir.path(), "client-token", "tunnel-secret\n");
+    let exporter = Exporter::start(exporter_page(100));
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[("CLIENT_BEARER_TOKEN_FILE", token.to_str().unwrap())],
+    );
+    let client = agent();
+
+    let missing = request(&client, "GET", &tunnel.url("/metrics"), &[]);
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Bearer realm=\"prometheus-tunnel\"")
+    );
+    let wrong = request(
+        &client,
+        "GET",
+        &tunnel.url("/metrics"),
+        &[("Authorization", "Bearer tunnel-secreT")],
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(
+        exporter.seen().is_empty(),
+        "a refused request was forwarded"
+    );
+
+    let right = request(
+        &client,
+        "GET",
+        &tunnel.url("/metrics"),
+        &[("Authorization", "Bearer tunnel-secret")],
+    );
+    assert_eq!(right.status, 200);
+    let seen = exporter.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        None,
+        "the tunnel's credentials reached the exporter"
+    );
+
+    let m = tunnel.metrics_after(3);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "401")]),
+        2.0
+    );
+    assert!(
+        !tunnel.log().contains("tunnel-secret"),
+        "the token reached the log"
+    );
+}
+
+#[test]
+fn client_basic_auth_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = write_file(dir.path(), "client-password", "hunter2\n");
+    let exporter = Exporter::start(exporter_page(100));
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[
+            ("CLIENT_BASIC_AUTH_USERNAME", "prometheus"),
+            (
+                "CLIENT_BASIC_AUTH_PASSWORD_FILE",
+                password.to_str().unwrap(),
+            ),
+        ],
+    );
+    let client = agent();
+    assert_eq!(
+        request(&client, "GET", &tunnel.url("/metrics"), &[]).status,
+        401
+    );
+    // base64("prometheus:hunter2")
+    let good = [("Authorization", "Basic cHJvbWV0aGV1czpodW50ZXIy")];
+    assert_eq!(
+        request(&client, "GET", &tunnel.url("/metrics"), &good).status,
+        200
+    );
+    let bad = [("Authorization", "Basic cHJvbWV0aGV1czpodW50ZXIz")];
+    assert_eq!(
+        request(&client, "GET", &tunnel.url("/metrics"), &bad).status,
+        401
+    );
+    assert_eq!(exporter.seen().len(), 1);
+}
+
+#[test]
+fn tls_on_the_proxy_port_with_client_certificates() {
+    let curl = require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let page = exporter_page(30_000);
+    let exporter = Exporter::start(page.clone());
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[
+            ("LISTEN_TLS_CERT_FILE", &pki.path("server.crt")),
+            ("LISTEN_TLS_KEY_FILE", &pki.path("server.key")),
+            ("LISTEN_TLS_CLIENT_CA_FILE", &pki.path("client-ca.crt")),
+        ],
+    );
+    let url = format!("https://localhost:{}/metrics", tunnel.proxy_port);
+    let out_file = dir.path().join("body");
+    let with_cert = Command::new(&curl)
+        .args([
+            "-sS",
+            "--fail",
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", tunnel.proxy_port),
+        ])
+        .args([
+            "--cacert",
+            &pki.path("ca.crt"),
+            "--cert",
+            &pki.path("client.crt"),
+            "--key",
+            &pki.path("client.key"),
+        ])
+        .args(["-o", out_file.to_str().unwrap(), &url])
+        .output()
+        .expect("run curl");
+    assert!(
+        with_cert.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&with_cert.stderr),
+        tunnel.log()
+    );
+    assert!(
+        std::fs::read(&out_file).unwrap() == page,
+        "body differs over TLS"
+    );
+
+    let without_cert = Command::new(&curl)
+        .args([
+            "-sS",
+            "--fail",
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", tunnel.proxy_port),
+        ])
+        .args(["--cacert", &pki.path("ca.crt"), "-o", "/dev/null", &url])
+        .output()
+        .expect("run curl");
+    assert!(
+        !without_cert.status.success(),
+        "a client without a certificate was served"
+    );
+
+    // Plain HTTP on the TLS port is not served either.
+    let plain = ureq::get(&format!("http://127.0.0.1:{}/metrics", tunnel.proxy_port))
+        .timeout(std::time::Duration::from_secs(3))
+        .call();
+    assert!(plain.is_err(), "plain HTTP was answered on the TLS port");
+    assert_eq!(
+        exporter.seen().len(),
+        1,
+        "only the client with a certificate reached the exporter"
+    );
+}

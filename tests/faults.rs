@@ -1,0 +1,156 @@
+//! Faults from the exporter: each gets the right answer, is counted, is logged once with its
+//! cause, and never reaches the client as a complete body when it was not.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::upstream::{Exporter, Fault};
+use common::{agent, exporter_page, raw_exchange, raw_status, request, Tunnel};
+
+/// Lines of the log that report a failed request (Pingora's "Fail to proxy" error line).
+fn failure_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("Fail to proxy")).count()
+}
+
+const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn exporter_500_is_passed_through_as_the_exporters_own_answer() {
+    let page = exporter_page(300);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::Status(500));
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let answer = request(&agent(), "GET", &tunnel.url("/metrics"), &[]);
+    assert_eq!(answer.status, 500);
+    assert!(answer.body == page, "the exporter's own body is forwarded");
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "500")]),
+        1.0
+    );
+    for kind in ["refused", "timeout", "reset", "protocol", "other"] {
+        assert_eq!(
+            m.value("proxy_upstream_errors_total", &[("kind", kind)]),
+            0.0,
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn exporter_cut_mid_body_never_looks_complete() {
+    let page = exporter_page(200_000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::CutMidBody);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(5));
+    assert_eq!(
+        raw_status(&raw),
+        Some(200),
+        "the header had already gone out"
+    );
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header");
+    let declared: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("the exporter's Content-Length is kept, so a cut body shows");
+    assert_eq!(declared, page.len());
+    assert!(
+        body.len() < declared,
+        "a cut body was presented as complete"
+    );
+
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "502")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        0.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "reset")]),
+        1.0
+    );
+    let log = tunnel.log_with("Fail to proxy");
+    assert_eq!(failure_lines(&log), 1, "{log}");
+}
+
+#[test]
+fn endless_body_is_cut_at_the_deadline() {
+    let exporter = Exporter::start(exporter_page(10));
+    exporter.set_fault(Fault::EndlessBody);
+    let tunnel = Tunnel::start(exporter.port, &[("UPSTREAM_TIMEOUT", "1s")]);
+    let started = Instant::now();
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "still streaming after {took:?}"
+    );
+    assert_eq!(raw_status(&raw), Some(200));
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.contains("node_endless_series"),
+        "the body streamed through"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "an endless body was ended as if complete"
+    );
+
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "504")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "timeout")]),
+        1.0
+    );
+    let log = tunnel.log_with("Fail to proxy");
+    assert_eq!(failure_lines(&log), 1, "{log}");
+    assert!(log.contains("deadline"), "{log}");
+}
+
+#[test]
+fn garbage_instead_of_http_is_502() {
+    let exporter = Exporter::start(exporter_page(10));
+    exporter.set_fault(Fault::Garbage);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let answer = request(&agent(), "GET", &tunnel.url("/metrics"), &[]);
+    assert_eq!(answer.status, 502);
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "502")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "protocol")]),
+        1.0
+    );
+    let log = tunnel.log_with("Fail to proxy");
+    assert_eq!(failure_lines(&log), 1, "{log}");
+}
+
+#[test]
+fn slow_exporter_is_504_and_refused_is_502_each_logged_once() {
+    let exporter = Exporter::start(exporter_page(10));
+    exporter.set_delay(Duration::from_secs(3));
+    let slow = Tunnel::start(exporter.port, &[("UPSTREAM_TIMEOUT", "500ms")]);
+    assert_eq!(request(&agent(), "GET", &slow.url("/"), &[]).status, 504);
+    let log = slow.log_with("Fail to proxy");
+    assert_eq!(failure_lines(&log), 1, "{log}");
+
+    let refused = Tunnel::start(common::free_port(), &[]);
+    assert_eq!(request(&agent(), "GET", &refused.url("/"), &[]).status, 502);
+    let log = refused.log_with("Fail to proxy");
+    assert_eq!(failure_lines(&log), 1, "{log}");
+}
