@@ -92,6 +92,8 @@ def test_lint_without_an_exporter_fails():
         ({"serverIP": "http://10.0.0.3:9100"}, "serverIP"),
         ({"upstreamProxy": {"url": "http://user:secret@proxy:3128"}}, "url"),
         ({"serverPortt": 9100}, "serverPortt"),
+        ({"access": {"allowedCidrs": ["everyone"]}}, "allowedCidrs"),
+        ({"limits": {"maxConnections": 0}}, "maxConnections"),
     ],
 )
 def test_schema_refuses_bad_values_at_install(settings, key):
@@ -132,6 +134,9 @@ def test_env_is_the_tunnels_contract():
         "METRICS_PORT": "9000",
         "UPSTREAM_TIMEOUT": "10s",
         "DEBUG": "false",
+        "HEADER_READ_TIMEOUT": "10s",
+        "IDLE_TIMEOUT": "120s",
+        "MAX_CONNECTIONS": "4096",
     }
 
 
@@ -185,10 +190,18 @@ def test_tls_proxy_credentials_and_conf_file():
     assert env["UPSTREAM_PROXY"] == {"secretKeyRef": {"name": "egress-proxy", "key": "url"}}
     assert env["BEARER_TOKEN_FILE"] == "/etc/prometheus-tunnel/bearer/token"
     assert env["RUST_LOG"] == "info"
+    assert env["CLIENT_ALLOWED_CIDRS"] == "10.0.0.0/8,fd00::/8"
+    assert env["CLIENT_BEARER_TOKEN_FILE"] == "/etc/prometheus-tunnel/client-bearer/token"
+    assert env["LISTEN_TLS_CERT_FILE"] == "/etc/prometheus-tunnel/listen-tls/tls.crt"
+    assert env["LISTEN_TLS_KEY_FILE"] == "/etc/prometheus-tunnel/listen-tls/tls.key"
+    assert env["LISTEN_TLS_CLIENT_CA_FILE"] == "/etc/prometheus-tunnel/listen-tls/ca.crt"
+    assert (env["HEADER_READ_TIMEOUT"], env["MAX_CONNECTIONS"]) == ("5s", "512")
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "exporter-tls"
     assert volumes["bearer"]["secret"]["secretName"] == "exporter-token"
+    assert volumes["client-bearer"]["secret"]["secretName"] == "tunnel-client-token"
+    assert volumes["listen-tls"]["secret"]["secretName"] == "tunnel-serving-cert"
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     # Whole-directory mounts (no subPath), so rotated Secrets reach the running pod.
     assert all("subPath" not in m for m in mounts.values())

@@ -114,6 +114,7 @@ impl Drop for Exporter {
 }
 
 fn serve(stream: TcpStream, state: &State) {
+    let _ = stream.set_nodelay(true);
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -190,16 +191,19 @@ fn serve(stream: TcpStream, state: &State) {
             "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
             state.page.len()
         );
-        if writer.write_all(head.as_bytes()).is_err() {
-            return;
-        }
         if fault == Fault::CutMidBody {
+            let _ = writer.write_all(head.as_bytes());
             let _ = writer.write_all(&state.page[..state.page.len() / 2]);
             let _ = writer.flush();
             thread::sleep(Duration::from_millis(50));
             return;
         }
-        if method != "HEAD" && writer.write_all(&state.page).is_err() {
+        // One write per answer, so Nagle's algorithm never holds back the end of it.
+        let mut answer = head.into_bytes();
+        if method != "HEAD" {
+            answer.extend_from_slice(&state.page);
+        }
+        if writer.write_all(&answer).is_err() {
             return;
         }
         if close {
