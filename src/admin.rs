@@ -1,9 +1,11 @@
-//! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz` and `/version`.
+//! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, and
+//! `/targets` (Prometheus http_sd JSON of every target).
 //!
 //! Probes point here, never at the exporter: an exporter outage shows as `up == 0` for the
 //! exporter's job in Prometheus, it does not restart the tunnel.
 
 use std::io::Write;
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use flate2::write::GzEncoder;
@@ -16,10 +18,72 @@ use pingora_core::protocols::http::ServerSession;
 use prometheus::{Encoder, TextEncoder};
 
 use crate::build_info;
+use crate::config::ListenConfig;
+use crate::targets::SharedTargets;
 
-/// The `/metrics`, `/healthz`, `/readyz`, `/version` app.
-#[derive(Debug, Default)]
-pub struct AdminApp;
+/// The `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets` app.
+pub struct AdminApp {
+    targets: SharedTargets,
+    /// Port Prometheus scrapes targets through.
+    proxy_port: u16,
+    /// Whether that port speaks TLS (`__scheme__` https).
+    proxy_tls: bool,
+    /// Host for `/targets` when the request names none.
+    fallback_host: String,
+}
+
+impl AdminApp {
+    /// The app for the tunnel listening as `listen`, listing `targets`.
+    pub fn new(targets: SharedTargets, listen: &ListenConfig) -> Self {
+        let fallback_host = match listen.address {
+            ip if ip.is_unspecified() => "localhost".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        AdminApp {
+            targets,
+            proxy_port: listen.proxy_port.get(),
+            proxy_tls: listen.tls.is_some(),
+            fallback_host,
+        }
+    }
+
+    /// Prometheus http_sd JSON: one group per target, scraped at the proxy port of the host the
+    /// caller reached this port by, with `__param_target` and the target's labels.
+    fn targets(&self, host_header: Option<&http::HeaderValue>) -> Response<Vec<u8>> {
+        let host = host_header
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&self.fallback_host);
+        let address = format!("{host}:{}", self.proxy_port);
+        let table = self.targets.load();
+        let groups: Vec<serde_json::Value> = table
+            .iter()
+            .map(|target| {
+                let mut labels = serde_json::Map::with_capacity(target.labels.len() + 2);
+                for (k, v) in &target.labels {
+                    labels.insert(k.clone(), v.clone().into());
+                }
+                labels.insert("__param_target".into(), target.name.to_string().into());
+                if self.proxy_tls {
+                    labels.insert("__scheme__".into(), "https".into());
+                }
+                serde_json::json!({ "targets": [address], "labels": labels })
+            })
+            .collect();
+        let body = serde_json::Value::Array(groups).to_string().into_bytes();
+        build(StatusCode::OK, "application/json", body, false)
+    }
+}
+
+/// `host:port` → `host`; `[v6]:port` → `[v6]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
 
 #[async_trait]
 impl ServeHttp for AdminApp {
@@ -41,9 +105,10 @@ impl ServeHttp for AdminApp {
             // service), so answering at all means ready.
             "/readyz" => text(StatusCode::OK, "ready\n"),
             "/version" => version(),
+            "/targets" => self.targets(req.headers.get(http::header::HOST)),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: this port serves /metrics, /healthz, /readyz and /version\n",
+                "not found: this port serves /metrics, /healthz, /readyz, /version and /targets\n",
             ),
         }
     }
@@ -132,7 +197,7 @@ fn version() -> Response<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_gzip;
+    use super::{accepts_gzip, strip_port};
     use http::HeaderValue;
 
     #[test]
@@ -143,5 +208,16 @@ mod tests {
         assert!(!yes("gzip;q=0"));
         assert!(!yes("deflate, br"));
         assert!(!accepts_gzip([]));
+    }
+
+    #[test]
+    fn hosts_without_ports() {
+        assert_eq!(
+            strip_port("tunnel.monitoring.svc:9000"),
+            "tunnel.monitoring.svc"
+        );
+        assert_eq!(strip_port("tunnel"), "tunnel");
+        assert_eq!(strip_port("[fd00::1]:9000"), "[fd00::1]");
+        assert_eq!(strip_port("[fd00::1]"), "[fd00::1]");
     }
 }

@@ -8,8 +8,9 @@ pub mod cli;
 pub mod file;
 pub mod parse;
 pub mod setting;
+pub mod targets;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use crate::upstream::credentials::Credentials;
 use crate::upstream::forward_proxy::{self, ForwardProxy};
 use crate::upstream::tls::{self, ListenerTls, TlsSettings};
 pub use setting::{ConfigError, Origin, RawValue, Setting};
+pub use targets::TargetSpec;
 
 /// Default `SERVER_PORT`: windows_exporter's port, as in the original tool.
 pub const DEFAULT_SERVER_PORT: u16 = 9182;
@@ -121,11 +123,37 @@ impl ListenConfig {
     }
 }
 
+/// The name of the exporter given by `SERVER_IP` among the targets.
+pub const DEFAULT_TARGET_NAME: &str = "default";
+
+/// The settings that together name an exporter's credentials.
+const CREDENTIAL_SETTINGS: [Setting; 3] = [
+    Setting::BearerTokenFile,
+    Setting::BasicAuthUsername,
+    Setting::BasicAuthPasswordFile,
+];
+
+/// One exporter the tunnel forwards to, by name.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// The name in `?target=` and the `target` label.
+    pub name: String,
+    /// Where it is and how to reach it.
+    pub exporter: ExporterConfig,
+    /// Labels published for it on `/targets`.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The tunnel's validated settings.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
-    /// The exporter scrapes are forwarded to.
-    pub exporter: ExporterConfig,
+    /// The exporters, in order: the `SERVER_IP` one (named `default`) first, then
+    /// `tunnel.targets`. Never empty.
+    pub targets: Vec<TargetConfig>,
+    /// The target of a request without `?target=`, if any.
+    pub default_target: Option<String>,
+    /// Whether `tunnel.targets` lists exporters: metrics then carry a `target` label.
+    pub multi_target: bool,
     /// The listeners.
     pub listen: ListenConfig,
     /// Who may use the proxy port.
@@ -167,12 +195,13 @@ impl EnvSource for HashMap<&str, &str> {
 
 /// Loads the conf file named by `-c` (if any), merges env and flags over it and validates it all.
 pub fn load(cli: &cli::Cli, env: &impl EnvSource) -> Result<LoadedConfig, Vec<ConfigError>> {
-    let (mut server, file_values) = match cli.pingora.conf.as_deref() {
+    let conf_path = cli.pingora.conf.as_deref().map(Path::new);
+    let (mut server, file_values, specs) = match conf_path {
         Some(path) => {
-            let conf = file::load(Path::new(path)).map_err(|e| vec![e])?;
-            (conf.server, conf.values)
+            let conf = file::load(path).map_err(|e| vec![e])?;
+            (conf.server, conf.values, conf.targets)
         }
-        None => (ServerConf::default(), Vec::new()),
+        None => (ServerConf::default(), Vec::new(), Vec::new()),
     };
     server
         .grace_period_seconds
@@ -181,16 +210,40 @@ pub fn load(cli: &cli::Cli, env: &impl EnvSource) -> Result<LoadedConfig, Vec<Co
         .graceful_shutdown_timeout_seconds
         .get_or_insert(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS);
 
-    let tunnel = merge(file_values, env, cli.values())?;
+    let tunnel = merge(
+        FileLayer {
+            values: file_values,
+            targets: &specs,
+            path: conf_path,
+        },
+        env,
+        cli.values(),
+    )?;
     Ok(LoadedConfig { tunnel, server })
+}
+
+/// What the conf file contributes to the tunnel's settings.
+#[derive(Debug, Default)]
+pub struct FileLayer<'a> {
+    /// Values of the `tunnel:` section.
+    pub values: Vec<RawValue>,
+    /// `tunnel.targets`.
+    pub targets: &'a [TargetSpec],
+    /// The file, for messages.
+    pub path: Option<&'a Path>,
 }
 
 /// Merges the layers (later wins) and validates the result.
 pub fn merge(
-    file_values: Vec<RawValue>,
+    file: FileLayer<'_>,
     env: &impl EnvSource,
     cli_values: Vec<RawValue>,
 ) -> Result<TunnelConfig, Vec<ConfigError>> {
+    let FileLayer {
+        values: file_values,
+        targets: specs,
+        path,
+    } = file;
     let env_values = Setting::ALL.into_iter().filter_map(|setting| {
         env.var(setting.env()).map(|text| RawValue {
             setting,
@@ -206,7 +259,7 @@ pub fn merge(
         chosen,
         errors: Vec::new(),
     }
-    .finish(env)
+    .finish(env, specs, path)
 }
 
 /// Parses each chosen value, collecting every error.
@@ -239,21 +292,13 @@ impl Validator {
         self.chosen.contains_key(&setting)
     }
 
-    fn finish(mut self, env: &impl EnvSource) -> Result<TunnelConfig, Vec<ConfigError>> {
-        let host = self.get(Setting::ServerIp, parse::exporter_host);
-        if !self.is_set(Setting::ServerIp) {
-            self.errors.push(ConfigError::other(
-                "SERVER_IP is not set",
-                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip",
-            ));
-        }
+    fn finish(
+        mut self,
+        env: &impl EnvSource,
+        specs: &[TargetSpec],
+        conf_file: Option<&Path>,
+    ) -> Result<TunnelConfig, Vec<ConfigError>> {
         let default_port = |p: u16| NonZeroU16::new(p).unwrap_or(NonZeroU16::MIN);
-        let port = self
-            .get(Setting::ServerPort, parse::port)
-            .unwrap_or(default_port(DEFAULT_SERVER_PORT));
-        let scheme = self
-            .get(Setting::ServerScheme, parse::scheme)
-            .unwrap_or(Scheme::Http);
         let address = self
             .get(Setting::ListenAddress, parse::listen_address)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
@@ -264,10 +309,6 @@ impl Validator {
             .get(Setting::MetricsPort, parse::port)
             .unwrap_or(default_port(DEFAULT_METRICS_PORT));
         let debug = self.get(Setting::Debug, parse::boolean).unwrap_or(false);
-        let timeout = self
-            .get(Setting::UpstreamTimeout, parse::timeout)
-            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
-
         if proxy_port == metrics_port {
             let raw = self.raw_or_default(Setting::MetricsPort, metrics_port);
             self.errors.push(ConfigError::value(
@@ -275,23 +316,6 @@ impl Validator {
                 format!("a port other than LISTEN_PORT ({proxy_port}): the proxy and metrics listeners cannot share a port"),
             ));
         }
-        if let Some(host) = &host {
-            if host.is_local() && port == proxy_port {
-                let raw = self.raw_or_default(Setting::ServerPort, port);
-                self.errors.push(ConfigError::value(
-                    &raw,
-                    format!("a port other than LISTEN_PORT ({proxy_port}) when SERVER_IP is this machine: the tunnel would forward to itself"),
-                ));
-            }
-        }
-
-        let tls = self.tls(scheme);
-        let proxy = host.as_ref().and_then(|h| self.proxy(env, scheme, h));
-        let auth = self.credentials([
-            Setting::BearerTokenFile,
-            Setting::BasicAuthUsername,
-            Setting::BasicAuthPasswordFile,
-        ]);
         let access = AccessConfig {
             allowed: self.get(Setting::ClientAllowedCidrs, parse::cidr_list),
             credentials: self.credentials([
@@ -313,28 +337,181 @@ impl Validator {
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
         };
 
+        let targets = self.targets(env, specs, conf_file, proxy_port);
+        let default_target = self.default_target(&targets);
+
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(TunnelConfig {
+            targets,
+            default_target,
+            multi_target: !specs.is_empty(),
+            listen: ListenConfig {
+                address,
+                proxy_port,
+                metrics_port,
+                tls: listener_tls,
+                limits,
+            },
+            access,
+            debug,
+        })
+    }
+
+    /// The exporters: the one of `SERVER_IP` (named [`DEFAULT_TARGET_NAME`]) and each of
+    /// `tunnel.targets`, whose fields override the top-level settings one by one.
+    fn targets(
+        &mut self,
+        env: &impl EnvSource,
+        specs: &[TargetSpec],
+        conf_file: Option<&Path>,
+        proxy_port: NonZeroU16,
+    ) -> Vec<TargetConfig> {
+        let mut targets = Vec::with_capacity(specs.len() + 1);
+        if self.is_set(Setting::ServerIp) {
+            if let Some(exporter) = self.exporter(env, proxy_port) {
+                targets.push(TargetConfig {
+                    name: DEFAULT_TARGET_NAME.to_string(),
+                    exporter,
+                    labels: BTreeMap::new(),
+                });
+            }
+        } else if specs.is_empty() {
+            self.errors.push(ConfigError::other(
+                "SERVER_IP is not set",
+                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, or a list of exporters in tunnel.targets",
+            ));
+        }
+        let file = conf_file.unwrap_or(Path::new("the conf file"));
+        let top = self.chosen.clone();
+        let mut names: HashSet<&str> = HashSet::with_capacity(specs.len() + 1);
+        if self.is_set(Setting::ServerIp) {
+            names.insert(DEFAULT_TARGET_NAME);
+        }
+        for spec in specs {
+            let subject = format!("targets[{}] in {}", spec.name, file.display());
+            if !targets::valid_name(&spec.name) {
+                self.errors.push(ConfigError::other(
+                    format!("target name {:?} in {}", spec.name, file.display()),
+                    format!("a name of 1-{} letters, digits, '.', '_', '-' or '~' (it goes in ?target=)", targets::MAX_NAME_LEN),
+                ));
+                continue;
+            }
+            if !names.insert(&spec.name) {
+                self.errors.push(ConfigError::other(
+                    subject,
+                    if spec.name == DEFAULT_TARGET_NAME {
+                        "another name: \"default\" is the SERVER_IP exporter's".to_string()
+                    } else {
+                        "a name no other target has".to_string()
+                    },
+                ));
+                continue;
+            }
+            if let Some(bad) = spec.labels.keys().find(|k| !targets::valid_label_name(k)) {
+                self.errors.push(ConfigError::other(
+                    format!("label {bad:?} of {subject}"),
+                    "label names of letters, digits and '_', not starting with a digit or \"__\"",
+                ));
+                continue;
+            }
+            let overrides = match spec.overrides(file) {
+                Ok(overrides) => overrides,
+                Err(e) => {
+                    self.errors.push(e);
+                    continue;
+                }
+            };
+            // The target's own values over the top-level ones; any setting it leaves out falls
+            // back. Credentials come as a set: a target that names any replaces all of them.
+            self.chosen = top.clone();
+            if overrides
+                .iter()
+                .any(|v| CREDENTIAL_SETTINGS.contains(&v.setting))
+            {
+                for setting in CREDENTIAL_SETTINGS {
+                    self.chosen.remove(&setting);
+                }
+            }
+            for value in overrides {
+                self.chosen.insert(value.setting, value);
+            }
+            if let Some(exporter) = self.exporter(env, proxy_port) {
+                targets.push(TargetConfig {
+                    name: spec.name.clone(),
+                    exporter,
+                    labels: spec.labels.clone(),
+                });
+            }
+        }
+        self.chosen = top;
+        targets
+    }
+
+    /// `DEFAULT_TARGET`, or the `SERVER_IP` exporter, or the only target.
+    fn default_target(&mut self, targets: &[TargetConfig]) -> Option<String> {
+        if let Some(raw) = self.chosen.get(&Setting::DefaultTarget).cloned() {
+            if targets.iter().any(|t| t.name == raw.text) {
+                return Some(raw.text);
+            }
+            let names: Vec<&str> = targets.iter().take(10).map(|t| t.name.as_str()).collect();
+            self.errors.push(ConfigError::value(
+                &raw,
+                format!(
+                    "the name of a target ({}{})",
+                    names.join(", "),
+                    if targets.len() > 10 { ", ..." } else { "" }
+                ),
+            ));
+            return None;
+        }
+        match targets {
+            [only] => Some(only.name.clone()),
+            _ => targets
+                .iter()
+                .find(|t| t.name == DEFAULT_TARGET_NAME && self.is_set(Setting::ServerIp))
+                .map(|t| t.name.clone()),
+        }
+    }
+
+    /// One exporter from the chosen values: host, port, scheme, timeout, TLS, proxy, credentials.
+    fn exporter(&mut self, env: &impl EnvSource, proxy_port: NonZeroU16) -> Option<ExporterConfig> {
+        let errors_before = self.errors.len();
+        let default_port = NonZeroU16::new(DEFAULT_SERVER_PORT).unwrap_or(NonZeroU16::MIN);
+        let host = self.get(Setting::ServerIp, parse::exporter_host);
+        let port = self
+            .get(Setting::ServerPort, parse::port)
+            .unwrap_or(default_port);
+        let scheme = self
+            .get(Setting::ServerScheme, parse::scheme)
+            .unwrap_or(Scheme::Http);
+        let timeout = self
+            .get(Setting::UpstreamTimeout, parse::timeout)
+            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
+        if let Some(host) = &host {
+            if host.is_local() && port == proxy_port {
+                let raw = self.raw_or_default(Setting::ServerPort, port);
+                self.errors.push(ConfigError::value(
+                    &raw,
+                    format!("a port other than LISTEN_PORT ({proxy_port}) when SERVER_IP is this machine: the tunnel would forward to itself"),
+                ));
+            }
+        }
+        let tls = self.tls(scheme);
+        let proxy = host.as_ref().and_then(|h| self.proxy(env, scheme, h));
+        let auth = self.credentials(CREDENTIAL_SETTINGS);
         match host {
-            Some(host) if self.errors.is_empty() => Ok(TunnelConfig {
-                exporter: ExporterConfig {
-                    host,
-                    port,
-                    scheme,
-                    timeout,
-                    tls,
-                    proxy,
-                    auth,
-                },
-                listen: ListenConfig {
-                    address,
-                    proxy_port,
-                    metrics_port,
-                    tls: listener_tls,
-                    limits,
-                },
-                access,
-                debug,
+            Some(host) if self.errors.len() == errors_before => Some(ExporterConfig {
+                host,
+                port,
+                scheme,
+                timeout,
+                tls,
+                proxy,
+                auth,
             }),
-            _ => Err(self.errors),
+            _ => None,
         }
     }
 

@@ -1,5 +1,6 @@
 use super::*;
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn file_value(setting: Setting, text: &str) -> RawValue {
     RawValue {
@@ -24,14 +25,14 @@ fn lines(errors: Vec<ConfigError>) -> Vec<String> {
 #[test]
 fn defaults_fill_everything_but_the_exporter() {
     let env = HashMap::from([("SERVER_IP", "10.0.0.7")]);
-    let c = merge(vec![], &env, vec![]).expect("valid");
+    let c = merge(FileLayer::default(), &env, vec![]).expect("valid");
     assert_eq!(
-        c.exporter.host,
+        c.targets[0].exporter.host,
         ExporterHost::Ip("10.0.0.7".parse().unwrap())
     );
-    assert_eq!(c.exporter.port.get(), DEFAULT_SERVER_PORT);
-    assert_eq!(c.exporter.scheme, Scheme::Http);
-    assert_eq!(c.exporter.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert_eq!(c.targets[0].exporter.port.get(), DEFAULT_SERVER_PORT);
+    assert_eq!(c.targets[0].exporter.scheme, Scheme::Http);
+    assert_eq!(c.targets[0].exporter.timeout, DEFAULT_UPSTREAM_TIMEOUT);
     assert_eq!(c.listen.proxy_addr().to_string(), "0.0.0.0:8080");
     assert_eq!(c.listen.metrics_addr().to_string(), "0.0.0.0:9182");
     assert!(!c.debug);
@@ -46,9 +47,20 @@ fn later_layers_win() {
     ];
     let env = HashMap::from([("SERVER_PORT", "1001"), ("LISTEN_PORT", "2001")]);
     let cli = vec![cli_value(Setting::ListenPort, "2002")];
-    let c = merge(file, &env, cli).expect("valid");
-    assert_eq!(c.exporter.host, ExporterHost::Name("file-host".into()));
-    assert_eq!(c.exporter.port.get(), 1001);
+    let c = merge(
+        FileLayer {
+            values: file,
+            ..FileLayer::default()
+        },
+        &env,
+        cli,
+    )
+    .expect("valid");
+    assert_eq!(
+        c.targets[0].exporter.host,
+        ExporterHost::Name("file-host".into())
+    );
+    assert_eq!(c.targets[0].exporter.port.get(), 1001);
     assert_eq!(c.listen.proxy_port.get(), 2002);
 }
 
@@ -61,15 +73,26 @@ fn every_problem_is_reported_with_its_source() {
         ("DEBUG", "maybe"),
     ]);
     let cli = vec![cli_value(Setting::ListenPort, "70000")];
-    let errors = lines(merge(file, &env, cli).unwrap_err());
+    let errors = lines(
+        merge(
+            FileLayer {
+                values: file,
+                ..FileLayer::default()
+            },
+            &env,
+            cli,
+        )
+        .unwrap_err(),
+    );
     assert_eq!(errors.len(), 5, "{errors:#?}");
-    assert!(errors[0].starts_with("SERVER_IP=\"\": expected an IPv4 address"));
-    assert_eq!(errors[1], "SERVER_PORT=\"abc\": expected a port 1-65535");
+    // The listeners' settings first, then the exporter's.
     assert_eq!(
-        errors[2],
+        errors[0],
         "--listen-port=\"70000\": expected a port 1-65535"
     );
-    assert_eq!(errors[3], "DEBUG=\"maybe\": expected true, false, 1 or 0");
+    assert_eq!(errors[1], "DEBUG=\"maybe\": expected true, false, 1 or 0");
+    assert!(errors[2].starts_with("SERVER_IP=\"\": expected an IPv4 address"));
+    assert_eq!(errors[3], "SERVER_PORT=\"abc\": expected a port 1-65535");
     assert!(
         errors[4].starts_with("tunnel.upstream_timeout in t.yaml=\"soon\": expected a duration")
     );
@@ -77,10 +100,10 @@ fn every_problem_is_reported_with_its_source() {
 
 #[test]
 fn missing_exporter_is_refused() {
-    let errors = lines(merge(vec![], &HashMap::new(), vec![]).unwrap_err());
+    let errors = lines(merge(FileLayer::default(), &HashMap::new(), vec![]).unwrap_err());
     assert_eq!(
         errors,
-        ["SERVER_IP is not set: expected the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip"]
+        ["SERVER_IP is not set: expected the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, or a list of exporters in tunnel.targets"]
     );
 }
 
@@ -91,7 +114,7 @@ fn shared_port_is_refused() {
         ("LISTEN_PORT", "9000"),
         ("METRICS_PORT", "9000"),
     ]);
-    let errors = lines(merge(vec![], &env, vec![]).unwrap_err());
+    let errors = lines(merge(FileLayer::default(), &env, vec![]).unwrap_err());
     assert_eq!(errors.len(), 1);
     assert!(errors[0]
         .starts_with("METRICS_PORT=\"9000\": expected a port other than LISTEN_PORT (9000)"));
@@ -100,7 +123,7 @@ fn shared_port_is_refused() {
 #[test]
 fn forwarding_to_itself_is_refused() {
     let env = HashMap::from([("SERVER_IP", "127.0.0.1"), ("SERVER_PORT", "8080")]);
-    let errors = lines(merge(vec![], &env, vec![]).unwrap_err());
+    let errors = lines(merge(FileLayer::default(), &env, vec![]).unwrap_err());
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("would forward to itself"), "{errors:?}");
 }
@@ -150,4 +173,101 @@ fn conf_file_sections() {
         .expect("empty is valid")
         .values
         .is_empty());
+}
+
+fn specs(yaml: &str) -> Vec<TargetSpec> {
+    file::parse(yaml, Path::new("t.yaml"))
+        .expect("valid")
+        .targets
+}
+
+#[test]
+fn targets_fall_back_to_the_top_level_settings() {
+    let targets = specs(
+        "tunnel:\n  targets:\n  - name: web-1\n    address: 10.0.0.1:9100\n    labels: {env: prod}\n  - name: db.1\n    address: db-1.internal\n    scheme: https\n    timeout: 3s\n",
+    );
+    let env = HashMap::from([("SERVER_PORT", "9182"), ("UPSTREAM_TIMEOUT", "7s")]);
+    let layer = FileLayer {
+        targets: &targets,
+        path: Some(Path::new("t.yaml")),
+        ..FileLayer::default()
+    };
+    let c = merge(layer, &env, vec![]).expect("valid");
+    assert!(c.multi_target);
+    let names: Vec<_> = c.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "db.1"]);
+    let (web, db) = (&c.targets[0].exporter, &c.targets[1].exporter);
+    assert_eq!(
+        (web.port.get(), web.timeout),
+        (9100, Duration::from_secs(7))
+    );
+    assert_eq!(web.scheme, Scheme::Http);
+    assert_eq!((db.port.get(), db.timeout), (9182, Duration::from_secs(3)));
+    assert_eq!(db.scheme, Scheme::Https);
+    assert_eq!(
+        c.targets[0].labels.get("env").map(String::as_str),
+        Some("prod")
+    );
+    // Two targets and no SERVER_IP: a request must name one.
+    assert_eq!(c.default_target, None);
+}
+
+#[test]
+fn server_ip_is_the_default_target_among_others() {
+    let targets = specs("tunnel:\n  targets:\n  - {name: a, address: 10.0.0.1}\n");
+    let env = HashMap::from([("SERVER_IP", "10.9.9.9")]);
+    let layer = FileLayer {
+        targets: &targets,
+        ..FileLayer::default()
+    };
+    let c = merge(layer, &env, vec![]).expect("valid");
+    assert_eq!(c.targets.len(), 2);
+    assert_eq!(c.default_target.as_deref(), Some(DEFAULT_TARGET_NAME));
+
+    let env = HashMap::from([("DEFAULT_TARGET", "a")]);
+    let layer = FileLayer {
+        targets: &targets,
+        ..FileLayer::default()
+    };
+    assert_eq!(
+        merge(layer, &env, vec![])
+            .unwrap()
+            .default_target
+            .as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
+fn bad_targets_are_each_refused() {
+    let targets = specs(
+        "tunnel:\n  targets:\n  - {name: a, address: 10.0.0.1:9100}\n  - {name: a, address: 10.0.0.2:9100}\n  - {name: 'bad name', address: x}\n  - {name: b, address: '10.0.0.3:99999'}\n  - {name: c, address: h, labels: {__address__: x}}\n",
+    );
+    let env = HashMap::from([("DEFAULT_TARGET", "zzz")]);
+    let layer = FileLayer {
+        targets: &targets,
+        path: Some(Path::new("t.yaml")),
+        ..FileLayer::default()
+    };
+    let errors = lines(merge(layer, &env, vec![]).unwrap_err());
+    assert_eq!(errors.len(), 5, "{errors:#?}");
+    assert!(errors[0].starts_with("targets[a] in t.yaml: expected a name no other target has"));
+    assert!(errors[1].starts_with("target name \"bad name\""));
+    assert_eq!(
+        errors[2],
+        "targets[b].address in t.yaml=\"99999\": expected a port 1-65535"
+    );
+    assert!(errors[3].starts_with("label \"__address__\" of targets[c]"));
+    assert!(errors[4].starts_with("DEFAULT_TARGET=\"zzz\": expected the name of a target (a"));
+}
+
+#[test]
+fn unknown_target_fields_are_refused() {
+    let e = file::parse(
+        "tunnel:\n  targets:\n  - {name: a, address: h, sheme: https}\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `sheme`"), "{e}");
 }

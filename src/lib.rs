@@ -16,5 +16,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod service;
+pub mod targets;
 pub mod upstream;

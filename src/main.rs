@@ -1,6 +1,7 @@
 //! Load the configuration, build the proxy and metrics services, run them in one Pingora server.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,7 +9,11 @@ use clap::Parser;
 use log::{info, warn};
 use pingora_core::server::Server;
 
-use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv, Scheme};
+use arc_swap::ArcSwap;
+use pingora_core::services::background::background_service;
+use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv, Scheme, TunnelConfig};
+use prometheus_tunnel::reload::Reloader;
+use prometheus_tunnel::targets::{SharedTargets, TargetTable};
 use prometheus_tunnel::{build_info, logging, metrics, service};
 
 /// Exit code for a configuration that was refused.
@@ -41,49 +46,83 @@ fn main() -> ExitCode {
         }
     }
 
-    metrics::init();
+    metrics::init(tunnel.multi_target);
+    let table = match TargetTable::build(&tunnel) {
+        Ok(table) => table,
+        Err(e) => {
+            eprintln!("prometheus-tunnel: cannot build the targets: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let targets: SharedTargets = Arc::new(ArcSwap::from_pointee(table));
     // The conf file was read already; Pingora must not read it again.
+    let conf_path = cli.pingora.conf.clone().map(PathBuf::from);
     let mut opt = cli.pingora;
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server);
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
 
-    let proxy = match service::proxy_service(&server_conf, &tunnel) {
+    let proxy = match service::proxy_service(&server_conf, &tunnel, &targets) {
         Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("prometheus-tunnel: cannot build the proxy: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let admin = service::admin_service(&tunnel);
+    let admin = service::admin_service(&tunnel, &targets);
     let proxy_handle = server.add_service(proxy);
     let admin_handle = server.add_service(admin);
     // /readyz answers only once the proxy port is up.
     admin_handle.add_dependency(&proxy_handle);
+    let reloader = Reloader::new(
+        std::env::args_os().collect(),
+        conf_path,
+        Arc::clone(&targets),
+    );
+    server.add_service(background_service("reload", reloader));
 
-    let exporter = &tunnel.exporter;
-    let via = exporter
-        .proxy
-        .as_ref()
-        .map_or(String::new(), |proxy| format!(" via {proxy}"));
+    log_start(&tunnel);
+    server.run_forever()
+}
+
+/// One line on what listens where and where scrapes go; a warning for unverified TLS.
+fn log_start(tunnel: &TunnelConfig) {
+    let forwarding = match tunnel.targets.as_slice() {
+        [only] if !tunnel.multi_target => format!(
+            "{}://{}{} (timeout {:?})",
+            only.exporter.scheme.as_str(),
+            only.exporter.authority(),
+            only.exporter
+                .proxy
+                .as_ref()
+                .map_or(String::new(), |proxy| format!(" via {proxy}")),
+            only.exporter.timeout
+        ),
+        targets => format!(
+            "{} targets by ?target=NAME (default: {})",
+            targets.len(),
+            tunnel.default_target.as_deref().unwrap_or("none")
+        ),
+    };
     info!(
-        "prometheus-tunnel {} ({}, built {}): forwarding {} to {}://{}{via} (timeout {:?}); metrics, health and version on {}",
+        "prometheus-tunnel {} ({}, built {}): forwarding {} to {forwarding}; metrics, health, version and targets on {}",
         build_info::VERSION,
         build_info::GIT_COMMIT,
         build_info::BUILD_DATE,
         tunnel.listen.proxy_addr(),
-        exporter.scheme.as_str(),
-        exporter.authority(),
-        exporter.timeout,
         tunnel.listen.metrics_addr(),
     );
-    if exporter.scheme == Scheme::Https && !exporter.tls.verify {
-        warn!(
-            "TLS_INSECURE_SKIP_VERIFY is on: the exporter's certificate is NOT verified, so anyone \
-             on the path to {} can impersonate it. Give its CA in TLS_CA_FILE instead.",
-            exporter.authority()
-        );
+    for target in &tunnel.targets {
+        let exporter = &target.exporter;
+        if exporter.scheme == Scheme::Https && !exporter.tls.verify {
+            warn!(
+                "TLS_INSECURE_SKIP_VERIFY is on for target {}: the exporter's certificate is NOT \
+                 verified, so anyone on the path to {} can impersonate it. Give its CA in \
+                 TLS_CA_FILE instead.",
+                target.name,
+                exporter.authority()
+            );
+        }
     }
-    server.run_forever()
 }

@@ -8,8 +8,9 @@
 use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 
 use crate::build_info;
@@ -87,23 +88,14 @@ impl ConnectionRejection {
     }
 }
 
-/// Status codes 100-599 each get a lazily resolved counter handle.
-const STATUS_SLOTS: usize = 500;
+/// Statuses whose counter handle each target keeps resolved; others take the slow path.
+const COMMON_STATUSES: [u16; 19] = [
+    200, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 408, 429, 431, 499, 500, 502, 503, 504,
+];
 
-/// The tunnel's metric families and pre-resolved handles.
+/// The process-wide metrics: the per-target families and the tunnel's own gauges and counters.
 pub struct TunnelMetrics {
-    /// `proxy_total_requests`: every request to the proxy port, counted once whatever its end.
-    pub requests: IntCounter,
-    /// `proxy_request_duration_seconds`: from the request's header being read to the last byte
-    /// of the answer (or the failure), in seconds.
-    pub duration: Histogram,
-    /// `proxy_response_status_total{status}`: requests by the status the tunnel answered, including
-    /// the 405/502/504 it makes itself. A response that failed after its header was sent is counted
-    /// under the error status (502 or 504), since the client did not get it whole.
-    statuses: IntCounterVec,
-    status_handles: [OnceLock<IntCounter>; STATUS_SLOTS],
-    /// `proxy_upstream_errors_total{kind}`: failed exchanges with the exporter, by cause.
-    upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    families: TargetFamilies,
     /// `proxy_in_flight_requests`: requests being answered now.
     pub in_flight: IntGauge,
     /// `proxy_response_bytes_total`: response body bytes forwarded to clients.
@@ -114,13 +106,64 @@ pub struct TunnelMetrics {
     connections_rejected: [IntCounter; ConnectionRejection::ALL.len()],
 }
 
+/// The families whose series belong to a target: in multi-target mode they carry a `target`
+/// label (so the original alert rules, which select no label, keep working in both modes).
+struct TargetFamilies {
+    /// `proxy_total_requests`: every request to the proxy port, counted once whatever its end.
+    requests: IntCounterVec,
+    /// `proxy_request_duration_seconds`: from the request header read to the end of the answer.
+    duration: HistogramVec,
+    /// `proxy_response_status_total{status}`: requests by the status answered, including the
+    /// tunnel's own 4xx/502/504; a response that failed after its header was sent counts under
+    /// the error status, since the client did not get it whole.
+    statuses: IntCounterVec,
+    /// `proxy_upstream_errors_total{kind}`: failed exchanges with the exporter, by cause.
+    upstream_errors: IntCounterVec,
+    /// `proxy_upstream_up`: 1 if the last forwarded scrape got an answer below 500, else 0.
+    upstream_up: IntGaugeVec,
+    /// Whether the families have the `target` label.
+    labelled: bool,
+}
+
 impl TunnelMetrics {
-    fn register() -> Result<Self, prometheus::Error> {
-        let upstream_errors_vec = register_int_counter_vec!(
-            "proxy_upstream_errors_total",
-            "Failed requests to the exporter, by kind of failure.",
-            &["kind"]
-        )?;
+    fn register(multi_target: bool) -> Result<Self, prometheus::Error> {
+        let with = |labels: &[&'static str]| -> Vec<&'static str> {
+            let mut all = if multi_target {
+                vec!["target"]
+            } else {
+                Vec::new()
+            };
+            all.extend_from_slice(labels);
+            all
+        };
+        let families = TargetFamilies {
+            requests: register_int_counter_vec!(
+                "proxy_total_requests",
+                "Total number of requests received by the proxy port.",
+                &with(&[])
+            )?,
+            duration: register_histogram_vec!(
+                "proxy_request_duration_seconds",
+                "Time from reading a request to finishing its response, in seconds.",
+                &with(&[])
+            )?,
+            statuses: register_int_counter_vec!(
+                "proxy_response_status_total",
+                "Requests by the HTTP status the proxy answered.",
+                &with(&["status"])
+            )?,
+            upstream_errors: register_int_counter_vec!(
+                "proxy_upstream_errors_total",
+                "Failed requests to the exporter, by kind of failure.",
+                &with(&["kind"])
+            )?,
+            upstream_up: register_int_gauge_vec!(
+                "proxy_upstream_up",
+                "1 if the last scrape forwarded to the exporter got an answer below 500, else 0.",
+                &with(&[])
+            )?,
+            labelled: multi_target,
+        };
         let rejected_vec = register_int_counter_vec!(
             "proxy_connections_rejected_total",
             "Client connections closed before a request was answered: over MAX_CONNECTIONS (limit) or a request header slower than HEADER_READ_TIMEOUT (header_timeout).",
@@ -138,22 +181,7 @@ impl TunnelMetrics {
         ])
         .set(1);
         Ok(TunnelMetrics {
-            requests: register_int_counter!(
-                "proxy_total_requests",
-                "Total number of requests received by the proxy port."
-            )?,
-            duration: register_histogram!(
-                "proxy_request_duration_seconds",
-                "Time from reading a request to finishing its response, in seconds."
-            )?,
-            statuses: register_int_counter_vec!(
-                "proxy_response_status_total",
-                "Requests by the HTTP status the proxy answered.",
-                &["status"]
-            )?,
-            status_handles: std::array::from_fn(|_| OnceLock::new()),
-            upstream_errors: UpstreamErrorKind::ALL
-                .map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
+            families,
             in_flight: register_int_gauge!(
                 "proxy_in_flight_requests",
                 "Requests to the proxy port being answered now."
@@ -171,38 +199,164 @@ impl TunnelMetrics {
         })
     }
 
-    /// The counter for one response status. Resolved on first use so that only statuses that
-    /// occurred are exported.
-    pub fn status(&self, code: u16) -> &IntCounter {
-        let slot = usize::from(code).wrapping_sub(100);
-        match self.status_handles.get(slot) {
-            Some(handle) => {
-                handle.get_or_init(|| self.statuses.with_label_values(&[&code.to_string()]))
-            }
-            // Not a valid HTTP status; Pingora never produces one, but count it rather than lose it.
-            None => self.status_handles[STATUS_SLOTS - 1]
-                .get_or_init(|| self.statuses.with_label_values(&["599"])),
-        }
-    }
-
     /// The counter of client connections closed unanswered for `reason`.
     pub fn connection_rejected(&self, reason: ConnectionRejection) -> &IntCounter {
         &self.connections_rejected[reason as usize]
     }
 
-    /// The counter for one kind of upstream failure.
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) -> &IntCounter {
-        &self.upstream_errors[kind as usize]
+    /// Whether per-target series carry a `target` label (multi-target mode).
+    pub fn multi_target(&self) -> bool {
+        self.families.labelled
     }
 }
 
-/// The process-wide metrics, registered on first use.
-pub static METRICS: LazyLock<TunnelMetrics> = LazyLock::new(|| {
-    // Registration fails only on a duplicate name, a programming error caught by every test.
-    TunnelMetrics::register().expect("tunnel metrics register once in the default registry")
+static METRICS_CELL: OnceLock<TunnelMetrics> = OnceLock::new();
+
+/// The process-wide metrics. Registered by [`init`]; a program that never called it (a bench, a
+/// unit test) gets the single-target families.
+pub static METRICS: LazyLock<&'static TunnelMetrics> = LazyLock::new(|| {
+    METRICS_CELL.get_or_init(|| {
+        // Registration fails only on a duplicate name, a programming error caught by every test.
+        TunnelMetrics::register(false)
+            .expect("tunnel metrics register once in the default registry")
+    })
 });
 
-/// Registers the metrics now, so `/metrics` lists them (at zero) before the first scrape.
-pub fn init() {
+/// Registers the metrics now, with a `target` label when `multi_target`, so `/metrics` lists
+/// them before the first scrape. Call once, before anything records.
+pub fn init(multi_target: bool) {
+    METRICS_CELL.get_or_init(|| {
+        TunnelMetrics::register(multi_target)
+            .expect("tunnel metrics register once in the default registry")
+    });
     LazyLock::force(&METRICS);
+}
+
+/// One target's series, resolved on first use so that a fleet of thousands of targets exports
+/// only what was scraped, then recorded with a few atomic adds and no label hashing.
+pub struct TargetMetrics {
+    /// The `target` label value; unused in single-target mode.
+    target: Box<str>,
+    requests: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+    statuses: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
+    upstream_errors: [OnceLock<IntCounter>; UpstreamErrorKind::ALL.len()],
+    upstream_up: OnceLock<IntGauge>,
+}
+
+impl TargetMetrics {
+    /// The series of `target`. In single-target mode the request series exist at once (at 0),
+    /// as the original tool's did.
+    pub fn new(target: &str) -> Self {
+        let metrics = TargetMetrics {
+            target: target.into(),
+            requests: OnceLock::new(),
+            duration: OnceLock::new(),
+            statuses: std::array::from_fn(|_| OnceLock::new()),
+            upstream_errors: std::array::from_fn(|_| OnceLock::new()),
+            upstream_up: OnceLock::new(),
+        };
+        if !METRICS.families.labelled {
+            metrics.requests();
+            metrics.duration();
+        }
+        metrics
+    }
+
+    /// Label values: `[target, extra...]` in multi-target mode, `[extra...]` otherwise.
+    fn labels<'a>(&'a self, extra: &'a str) -> Vec<&'a str> {
+        let mut labels = Vec::with_capacity(2);
+        if METRICS.families.labelled {
+            labels.push(&*self.target);
+        }
+        if !extra.is_empty() {
+            labels.push(extra);
+        }
+        labels
+    }
+
+    fn requests(&self) -> &IntCounter {
+        self.requests.get_or_init(|| {
+            METRICS
+                .families
+                .requests
+                .with_label_values(&self.labels(""))
+        })
+    }
+
+    fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| {
+            METRICS
+                .families
+                .duration
+                .with_label_values(&self.labels(""))
+        })
+    }
+
+    /// Records one finished request: its status, duration and, for a failed exchange with the
+    /// exporter, why; `forwarded` says whether it reached the exporter at all.
+    pub fn record(
+        &self,
+        status: u16,
+        seconds: f64,
+        upstream_error: Option<UpstreamErrorKind>,
+        forwarded: bool,
+    ) {
+        self.requests().inc();
+        self.duration().observe(seconds);
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.statuses[i]
+                .get_or_init(|| {
+                    METRICS
+                        .families
+                        .statuses
+                        .with_label_values(&self.labels(&status.to_string()))
+                })
+                .inc(),
+            None => METRICS
+                .families
+                .statuses
+                .with_label_values(&self.labels(&status.to_string()))
+                .inc(),
+        }
+        if let Some(kind) = upstream_error {
+            self.upstream_errors[kind as usize]
+                .get_or_init(|| {
+                    METRICS
+                        .families
+                        .upstream_errors
+                        .with_label_values(&self.labels(kind.as_str()))
+                })
+                .inc();
+        }
+        if forwarded {
+            let up = upstream_error.is_none() && status < 500;
+            self.upstream_up
+                .get_or_init(|| {
+                    METRICS
+                        .families
+                        .upstream_up
+                        .with_label_values(&self.labels(""))
+                })
+                .set(i64::from(up));
+        }
+    }
+
+    /// Removes the target's series, when a reload drops it.
+    pub fn remove(&self) {
+        let families = &METRICS.families;
+        let _ = families.requests.remove_label_values(&self.labels(""));
+        let _ = families.duration.remove_label_values(&self.labels(""));
+        let _ = families.upstream_up.remove_label_values(&self.labels(""));
+        for status in COMMON_STATUSES {
+            let _ = families
+                .statuses
+                .remove_label_values(&self.labels(&status.to_string()));
+        }
+        for kind in UpstreamErrorKind::ALL {
+            let _ = families
+                .upstream_errors
+                .remove_label_values(&self.labels(kind.as_str()));
+        }
+    }
 }

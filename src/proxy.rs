@@ -1,39 +1,43 @@
-//! The proxy port: a Pingora [`ProxyHttp`] that forwards Prometheus' scrapes to the exporter.
+//! The proxy port: a Pingora [`ProxyHttp`] that forwards Prometheus' scrapes to exporters.
 //!
 //! The phases, in the order Pingora runs them for one request:
-//! - `request_filter`: refuse anything but GET and HEAD (405, never forwarded) and set the
-//!   request's deadline from `UPSTREAM_TIMEOUT` and Prometheus' scrape-timeout header.
-//! - `upstream_peer`: the exporter, with every connect/read/write timeout set to the deadline.
-//! - `upstream_request_filter`: `Host` set to the exporter; path, query and the rest untouched.
+//! - `request_filter`: refuse clients the access rules keep out (403/401), oversized headers
+//!   (431), anything but GET and HEAD (405), unknown targets (404); pick the target and set the
+//!   request's deadline from its timeout and Prometheus' scrape-timeout header.
+//! - `upstream_peer`: the target's exporter, with every timeout set to the deadline.
+//! - `upstream_request_filter`: `Host` set to the exporter, `target` removed from the query,
+//!   credentials applied; the rest untouched.
 //! - `upstream_response_body_filter`: the body streams through; a body still arriving after the
 //!   deadline fails the request (504, or a cut connection if the header was already sent).
 //! - `fail_to_proxy`: 502/504 with a one-line reason for the client.
 //! - `logging`: the metrics, once per request whatever its end.
 
 mod outcome;
+mod respond;
+mod route;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{
-    HeaderName, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST,
-    WWW_AUTHENTICATE,
-};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, HOST, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use outcome::{Failure, CLIENT_CLOSED};
 
 use crate::access::{AccessControl, Verdict};
-use crate::config::{AccessConfig, ExporterConfig};
+use crate::config::AccessConfig;
 use crate::listener::HeaderRead;
-use crate::metrics::METRICS;
-use crate::upstream::Upstream;
+use crate::metrics::{TargetMetrics, METRICS};
+use crate::targets::{SharedTargets, Target};
+use respond::{refuse, respond};
+use route::Route;
 
 /// The header in which Prometheus sends its scrape timeout, in seconds.
 pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
@@ -52,45 +56,36 @@ const HOP_BY_HOP: [HeaderName; 4] = [
     http::header::UPGRADE,
 ];
 
-/// Forwards scrapes to one exporter and records the tunnel's metrics.
+/// Forwards scrapes to the targets and records the tunnel's metrics.
 pub struct TunnelProxy {
-    upstream: Upstream,
+    targets: SharedTargets,
     access: AccessControl,
-    /// `Host` sent to the exporter: its `host:port`.
-    host_header: HeaderValue,
-    /// `UPSTREAM_TIMEOUT`: the longest a request may take.
-    timeout: Duration,
+    /// Series of requests refused before a target was chosen (unknown or missing target, or
+    /// refused clients in multi-target mode): the `target` label is then empty.
+    unattributed: TargetMetrics,
 }
 
 impl TunnelProxy {
-    /// A proxy to `exporter`, used by the clients `access` lets in.
-    pub fn new(exporter: &ExporterConfig, access: &AccessConfig) -> Result<Self> {
-        let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
-            Error::because(
-                ErrorType::InternalError,
-                "exporter authority as Host header",
-                e,
-            )
-        })?;
+    /// A proxy to the targets of `targets`, used by the clients `access` lets in.
+    pub fn new(targets: SharedTargets, access: &AccessConfig) -> Result<Self> {
         Ok(TunnelProxy {
-            upstream: Upstream::new(exporter)?,
+            targets,
             access: AccessControl::new(access)?,
-            host_header,
-            timeout: exporter.timeout,
+            unattributed: TargetMetrics::new(""),
         })
     }
+}
 
-    /// The deadline of one request: `UPSTREAM_TIMEOUT`, or Prometheus' scrape timeout if that
-    /// is smaller. A malformed header is ignored: the scrape still gets the configured limit.
-    fn deadline(&self, req: &RequestHeader) -> Duration {
-        req.headers
-            .get(&SCRAPE_TIMEOUT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|secs| secs.is_finite() && *secs > 0.0)
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .map_or(self.timeout, |scrape| scrape.min(self.timeout))
-    }
+/// The deadline of one request: the target's timeout, or Prometheus' scrape timeout if that is
+/// smaller. A malformed header is ignored: the scrape still gets the configured limit.
+fn deadline(req: &RequestHeader, timeout: Duration) -> Duration {
+    req.headers
+        .get(&SCRAPE_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map_or(timeout, |scrape| scrape.min(timeout))
 }
 
 /// Per-request state.
@@ -99,6 +94,12 @@ pub struct RequestCtx {
     start: Instant,
     /// The whole-request limit for this request.
     deadline: Duration,
+    /// The chosen target; `None` until chosen (and for refused requests).
+    target: Option<Arc<Target>>,
+    /// The request line's path and query without `target`, when it had one.
+    forwarded_path: Option<String>,
+    /// Whether a connection to the exporter was attempted.
+    forwarded: bool,
     /// Keeps `proxy_in_flight_requests` right even if the request is dropped mid-way.
     _in_flight: InFlight,
 }
@@ -126,7 +127,10 @@ impl ProxyHttp for TunnelProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
-            deadline: self.timeout,
+            deadline: Duration::ZERO,
+            target: None,
+            forwarded_path: None,
+            forwarded: false,
             _in_flight: InFlight::enter(),
         }
     }
@@ -144,8 +148,8 @@ impl ProxyHttp for TunnelProxy {
         }
     }
 
-    /// Refuses clients the access rules keep out (403/401), then anything but GET and HEAD
-    /// (405); returns `Ok(true)` when it answered.
+    /// Refuses what must not be forwarded, then picks the target; returns `Ok(true)` when it
+    /// answered the request itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let client = session
             .client_addr()
@@ -163,11 +167,13 @@ impl ProxyHttp for TunnelProxy {
             Verdict::Allow => {}
             Verdict::Forbidden => {
                 debug!("refused a request from {client:?}: not in CLIENT_ALLOWED_CIDRS");
-                session.set_keepalive(None);
-                let body = Bytes::from_static(
+                refuse(
+                    session,
+                    403,
                     b"403 Forbidden: this address may not scrape through the tunnel\n",
-                );
-                respond(session, 403, body, &[]).await?;
+                    &[],
+                )
+                .await?;
                 return Ok(true);
             }
             Verdict::Unauthorized(challenge) => {
@@ -187,9 +193,7 @@ impl ProxyHttp for TunnelProxy {
                 .sum::<usize>();
         if header_bytes > MAX_REQUEST_HEADER_BYTES {
             debug!("refused a {header_bytes}-byte request header from {client:?}");
-            session.set_keepalive(None);
-            let body = Bytes::from_static(b"431 Request Header Fields Too Large: a scrape needs a few hundred bytes of header\n");
-            respond(session, 431, body, &[]).await?;
+            refuse(session, 431, b"431 Request Header Fields Too Large: a scrape needs a few hundred bytes of header\n", &[]).await?;
             return Ok(true);
         }
         if req.method != Method::GET && req.method != Method::HEAD {
@@ -197,11 +201,40 @@ impl ProxyHttp for TunnelProxy {
                 "refused {} {}: only GET and HEAD are forwarded",
                 req.method, req.uri
             );
-            respond_method_not_allowed(session).await?;
+            let allow = [(ALLOW, HeaderValue::from_static("GET, HEAD"))];
+            refuse(
+                session,
+                405,
+                b"405 Method Not Allowed: the tunnel forwards only GET and HEAD\n",
+                &allow,
+            )
+            .await?;
             return Ok(true);
         }
-        ctx.deadline = self.deadline(req);
-        Ok(false)
+        let routed = route::route(&self.targets.load(), &req.uri);
+        match routed {
+            Route::To(target, path) => {
+                ctx.deadline = deadline(req, target.timeout);
+                ctx.target = Some(target);
+                ctx.forwarded_path = path;
+                Ok(false)
+            }
+            Route::Unknown => {
+                debug!("refused {}: no such target", req.uri);
+                refuse(
+                    session,
+                    404,
+                    b"404 Not Found: no such target; /targets on the metrics port lists them\n",
+                    &[],
+                )
+                .await?;
+                Ok(true)
+            }
+            Route::Missing => {
+                refuse(session, 400, b"400 Bad Request: name the exporter with ?target=NAME; /targets on the metrics port lists them\n", &[]).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -209,6 +242,10 @@ impl ProxyHttp for TunnelProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        let target = ctx.target.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "no target chosen for the request")
+        })?;
+        ctx.forwarded = true;
         // Time already spent (reading the request, a retried connection) counts against it.
         let remaining = ctx.deadline.saturating_sub(ctx.start.elapsed());
         if remaining.is_zero() {
@@ -218,7 +255,7 @@ impl ProxyHttp for TunnelProxy {
             )
             .into_up());
         }
-        self.upstream.peer(remaining).await
+        target.upstream.peer(remaining).await
     }
 
     async fn upstream_request_filter(
@@ -227,21 +264,34 @@ impl ProxyHttp for TunnelProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_request.insert_header(HOST, self.host_header.clone())?;
+        let target = ctx.target.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "no target chosen for the request")
+        })?;
+        upstream_request.insert_header(HOST, target.host_header.clone())?;
         for name in &HOP_BY_HOP {
             upstream_request.remove_header(name);
         }
-        // The target is always the configured exporter: an absolute-form target
-        // (`GET http://other/x`) is sent on as its path and query only (the URI holds just those),
-        // so the request line cannot name another host.
-        if !upstream_request.raw_path().starts_with(b"/") {
+        if let Some(path) = ctx.forwarded_path.take() {
+            // The original path and query without `target`.
+            let uri = path.parse().map_err(|e| {
+                Error::because(
+                    ErrorType::InvalidHTTPHeader,
+                    "request target without `target`",
+                    e,
+                )
+            })?;
+            upstream_request.set_uri(uri);
+        } else if !upstream_request.raw_path().starts_with(b"/") {
+            // The exporter comes from configuration only: an absolute-form target
+            // (`GET http://other/x`) is sent on as its path and query (all the URI holds), so
+            // the request line cannot name another host.
             let path_only = upstream_request.uri.clone();
             upstream_request.set_uri(path_only);
         }
         // Configured exporter credentials replace whatever the client sent. Without them, the
         // client's own Authorization (Prometheus' scrape credentials) passes through, unless
         // it was meant for the tunnel itself.
-        if let Some(value) = self.upstream.authorization(ctx.start) {
+        if let Some(value) = target.upstream.authorization(ctx.start) {
             upstream_request.insert_header(http::header::AUTHORIZATION, value)?;
         } else if self.access.requires_credentials() {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
@@ -309,58 +359,27 @@ impl ProxyHttp for TunnelProxy {
 
     /// Records the request's metrics, once, whatever its end.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = match e {
+        let (status, upstream_error) = match e {
             Some(e) => {
                 let failure = Failure::of(e);
-                if let Some(kind) = failure.upstream {
-                    METRICS.upstream_error(kind).inc();
-                }
-                failure.status
+                (failure.status, failure.upstream)
             }
-            None => session
-                .response_written()
-                .map_or(500, |r| r.status.as_u16()),
+            None => (
+                session
+                    .response_written()
+                    .map_or(500, |r| r.status.as_u16()),
+                None,
+            ),
         };
-        METRICS.requests.inc();
-        METRICS.status(status).inc();
-        METRICS.duration.observe(ctx.start.elapsed().as_secs_f64());
+        let metrics = ctx
+            .target
+            .as_ref()
+            .map_or(&self.unattributed, |t| &t.metrics);
+        metrics.record(
+            status,
+            ctx.start.elapsed().as_secs_f64(),
+            upstream_error,
+            ctx.forwarded,
+        );
     }
-}
-
-/// Answers 405 with the methods that are allowed.
-async fn respond_method_not_allowed(session: &mut Session) -> Result<()> {
-    // The request body, if any, is never read; do not reuse the connection after it.
-    session.set_keepalive(None);
-    let body =
-        Bytes::from_static(b"405 Method Not Allowed: the tunnel forwards only GET and HEAD\n");
-    respond(
-        session,
-        405,
-        body,
-        &[(ALLOW, HeaderValue::from_static("GET, HEAD"))],
-    )
-    .await
-}
-
-/// Writes a complete small plain-text response.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    body: Bytes,
-    headers: &[(HeaderName, HeaderValue)],
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(3 + headers.len()))?;
-    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(CONTENT_LENGTH, body.len())?;
-    for (name, value) in headers {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
-    let head_only = session.req_header().method == Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
 }

@@ -14,14 +14,16 @@ use crate::admin::AdminApp;
 use crate::config::TunnelConfig;
 use crate::listener::GuardedApp;
 use crate::proxy::TunnelProxy;
+use crate::targets::SharedTargets;
 
 /// The proxy port's service: forwards scrapes to the exporter, behind the connection limits
 /// of [`GuardedApp`], over TLS when configured.
 pub fn proxy_service(
     server_conf: &Arc<ServerConf>,
     config: &TunnelConfig,
+    targets: &SharedTargets,
 ) -> Result<Service<GuardedApp<HttpProxy<TunnelProxy>>>> {
-    let proxy = TunnelProxy::new(&config.exporter, &config.access)?;
+    let proxy = TunnelProxy::new(Arc::clone(targets), &config.access)?;
     let mut http = http_proxy(server_conf, proxy);
     // Never act as a CONNECT proxy for clients: the tunnel reaches its exporter only.
     let mut options = HttpServerOptions::default();
@@ -47,9 +49,10 @@ pub fn proxy_service(
     Ok(service)
 }
 
-/// The metrics port's service: `/metrics`, `/healthz`, `/readyz`, `/version`.
-pub fn admin_service(config: &TunnelConfig) -> Service<AdminApp> {
-    let mut service = Service::new("admin".to_string(), AdminApp);
+/// The metrics port's service: `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets`.
+pub fn admin_service(config: &TunnelConfig, targets: &SharedTargets) -> Service<AdminApp> {
+    let app = AdminApp::new(Arc::clone(targets), &config.listen);
+    let mut service = Service::new("admin".to_string(), app);
     service.add_tcp(&config.listen.metrics_addr().to_string());
     service
 }

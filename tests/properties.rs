@@ -105,7 +105,7 @@ proptest! {
             .filter(|(_, keep)| **keep)
             .map(|((setting, value), _)| (setting.env(), value.as_str()))
             .collect();
-        if let Err(errors) = config::merge(Vec::new(), &env, Vec::new()) {
+        if let Err(errors) = config::merge(config::FileLayer::default(), &env, Vec::new()) {
             prop_assert!(!errors.is_empty());
             for e in errors {
                 prop_assert!(e.to_string().contains(": expected "), "{}", e);

@@ -158,6 +158,12 @@ pub struct Cli {
     /// closed. [env: MAX_CONNECTIONS] [conf: tunnel.max_connections] [default: 4096]
     #[arg(long, value_name = "COUNT")]
     pub max_connections: Option<String>,
+
+    /// Multi-target mode: the target (of tunnel.targets in the conf file) a request without
+    /// ?target= goes to. [env: DEFAULT_TARGET] [conf: tunnel.default_target]
+    /// [default: the SERVER_IP exporter, or the only target]
+    #[arg(long, value_name = "NAME")]
+    pub default_target: Option<String>,
 }
 
 impl Cli {
@@ -193,6 +199,7 @@ impl Cli {
             header_read_timeout,
             idle_timeout,
             max_connections,
+            default_target,
         } = self;
         [
             (Setting::ServerIp, server_ip),
@@ -225,6 +232,7 @@ impl Cli {
             (Setting::HeaderReadTimeout, header_read_timeout),
             (Setting::IdleTimeout, idle_timeout),
             (Setting::MaxConnections, max_connections),
+            (Setting::DefaultTarget, default_target),
         ]
         .into_iter()
         .filter_map(|(setting, value)| {

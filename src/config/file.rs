@@ -12,6 +12,7 @@ use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 
 use super::setting::{ConfigError, Origin, RawValue, Setting};
+use super::targets::TargetSpec;
 
 /// The `tunnel:` section as written: keys checked against the known settings, values kept as
 /// text until `config::load` parses them, so a bad value is reported in the same words whichever
@@ -46,6 +47,8 @@ pub struct ConfFile {
     pub server: ServerConf,
     /// The values of the `tunnel:` section, one per setting present.
     pub values: Vec<RawValue>,
+    /// `tunnel.targets`, in file order.
+    pub targets: Vec<TargetSpec>,
 }
 
 /// Reads and checks the conf file at `path`.
@@ -107,6 +110,20 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
             )
         })?;
 
+    let mut section = section;
+    let targets: Vec<TargetSpec> = match section
+        .as_mut()
+        .and_then(|s| s.as_mapping_mut())
+        .and_then(|m| m.remove("targets"))
+    {
+        None | Some(serde_yaml::Value::Null) => Vec::new(),
+        Some(value) => serde_yaml::from_value(value).map_err(|e| {
+            ConfigError::other(
+                format!("`tunnel.targets` of conf file {shown:?} ({e})"),
+                "a list of {name, address, scheme, timeout, proxy, tls, auth, labels}",
+            )
+        })?,
+    };
     let section: TunnelSection = match section {
         None | Some(serde_yaml::Value::Null) => TunnelSection::new(),
         Some(value) => serde_yaml::from_value(value).map_err(|e| {
@@ -122,7 +139,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
             return Err(ConfigError::other(
                 format!("unknown key `{key}` in section `tunnel:` of conf file {shown:?}"),
                 format!(
-                    "only these keys: {}",
+                    "only these keys: {}, targets",
                     Setting::ALL.map(Setting::key).join(", ")
                 ),
             ));
@@ -134,7 +151,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         });
     }
 
-    Ok(ConfFile { server, values })
+    Ok(ConfFile {
+        server,
+        values,
+        targets,
+    })
 }
 
 /// The top-level keys Pingora's `ServerConf` understands, read off its own serialisation so the

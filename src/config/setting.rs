@@ -64,11 +64,13 @@ pub enum Setting {
     IdleTimeout,
     /// Most client connections open at once on the proxy port.
     MaxConnections,
+    /// The target used when a request names none (multi-target mode).
+    DefaultTarget,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and the README list them.
-    pub const ALL: [Setting; 27] = [
+    pub const ALL: [Setting; 28] = [
         Setting::ServerIp,
         Setting::ServerPort,
         Setting::ServerScheme,
@@ -96,6 +98,7 @@ impl Setting {
         Setting::HeaderReadTimeout,
         Setting::IdleTimeout,
         Setting::MaxConnections,
+        Setting::DefaultTarget,
     ];
 
     /// The environment variable, e.g. `SERVER_PORT`.
@@ -128,6 +131,7 @@ impl Setting {
             Setting::HeaderReadTimeout => "HEADER_READ_TIMEOUT",
             Setting::IdleTimeout => "IDLE_TIMEOUT",
             Setting::MaxConnections => "MAX_CONNECTIONS",
+            Setting::DefaultTarget => "DEFAULT_TARGET",
         }
     }
 
@@ -159,6 +163,15 @@ pub enum Origin {
     Env,
     /// A command-line flag.
     Cli,
+    /// A field of one entry of the conf file's `tunnel.targets`.
+    Target {
+        /// The conf file.
+        file: PathBuf,
+        /// The target's name.
+        target: String,
+        /// The field, e.g. `tls.ca_file`.
+        field: String,
+    },
 }
 
 /// A raw value for one setting and where it came from, before it is parsed.
@@ -181,6 +194,11 @@ impl RawValue {
             Origin::File(path) => format!("tunnel.{} in {}", self.setting.key(), path.display()),
             Origin::Env => self.setting.env().to_string(),
             Origin::Cli => self.setting.flag(),
+            Origin::Target {
+                file,
+                target,
+                field,
+            } => format!("targets[{target}].{field} in {}", file.display()),
         }
     }
 }

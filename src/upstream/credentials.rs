@@ -75,15 +75,17 @@ impl Credentials {
     }
 }
 
-/// What identifies one version of a file: a Secret rotation changes at least one of these.
+/// What identifies one version of a file: a Secret rotation (or an edit) changes at least one
+/// of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+pub struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
 }
 
-fn stamp(path: &Path) -> Option<FileStamp> {
+/// The stamp of the file at `path` (following symlinks), if it can be read.
+pub fn stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {
         modified: meta.modified().ok(),

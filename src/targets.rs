@@ -1,0 +1,134 @@
+//! The target table: every exporter the tunnel forwards to, by name, with what each request
+//! needs ready-made (peer template, `Host` header, metric handles). It is replaced whole on a
+//! reload; requests hold an `Arc` of their target, so in-flight scrapes finish on the table they
+//! started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use pingora_error::{Error, ErrorType, Result};
+
+use crate::config::{ExporterConfig, TunnelConfig};
+use crate::metrics::TargetMetrics;
+use crate::upstream::Upstream;
+
+/// One exporter and everything a request to it needs.
+pub struct Target {
+    /// Its name: `?target=` and the `target` label.
+    pub name: Box<str>,
+    /// How it is reached.
+    pub upstream: Upstream,
+    /// `Host` sent to it: its `host:port`.
+    pub host_header: HeaderValue,
+    /// `UPSTREAM_TIMEOUT` for it: the longest a request may take.
+    pub timeout: Duration,
+    /// Labels published on `/targets`.
+    pub labels: BTreeMap<String, String>,
+    /// Its metric series.
+    pub metrics: TargetMetrics,
+    /// Where it is, for log lines: `scheme://host:port` and the proxy, if any.
+    pub description: String,
+}
+
+impl Target {
+    /// Builds the target `name` for `exporter`; loads its credential file.
+    pub fn new(
+        name: &str,
+        exporter: &ExporterConfig,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
+            Error::because(
+                ErrorType::InternalError,
+                "exporter authority as Host header",
+                e,
+            )
+        })?;
+        let via = exporter
+            .proxy
+            .as_ref()
+            .map_or(String::new(), |proxy| format!(" via {proxy}"));
+        Ok(Target {
+            name: name.into(),
+            upstream: Upstream::new(exporter)?,
+            host_header,
+            timeout: exporter.timeout,
+            labels,
+            metrics: TargetMetrics::new(name),
+            description: format!(
+                "{}://{}{via}",
+                exporter.scheme.as_str(),
+                exporter.authority()
+            ),
+        })
+    }
+}
+
+/// All targets by name, and the one a request without `?target=` goes to.
+pub struct TargetTable {
+    by_name: HashMap<Box<str>, Arc<Target>>,
+    /// In configuration order, for `/targets`.
+    ordered: Vec<Arc<Target>>,
+    default: Option<Arc<Target>>,
+}
+
+impl TargetTable {
+    /// The table of `config`'s targets.
+    pub fn build(config: &TunnelConfig) -> Result<Self> {
+        let mut by_name = HashMap::with_capacity(config.targets.len());
+        let mut ordered = Vec::with_capacity(config.targets.len());
+        for t in &config.targets {
+            let target = Arc::new(Target::new(&t.name, &t.exporter, t.labels.clone())?);
+            by_name.insert(target.name.clone(), Arc::clone(&target));
+            ordered.push(target);
+        }
+        let default = config
+            .default_target
+            .as_deref()
+            .and_then(|name| by_name.get(name).cloned());
+        Ok(TargetTable {
+            by_name,
+            ordered,
+            default,
+        })
+    }
+
+    /// The target called `name`, in O(1).
+    pub fn get(&self, name: &str) -> Option<&Arc<Target>> {
+        self.by_name.get(name)
+    }
+
+    /// The target of a request that names none.
+    pub fn default_target(&self) -> Option<&Arc<Target>> {
+        self.default.as_ref()
+    }
+
+    /// Every target, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.ordered.iter()
+    }
+
+    /// How many targets there are.
+    pub fn len(&self) -> usize {
+        self.ordered.len()
+    }
+
+    /// Whether there are none (never, for a validated configuration).
+    pub fn is_empty(&self) -> bool {
+        self.ordered.is_empty()
+    }
+
+    /// Names in `self` that `next` no longer has.
+    pub fn removed_in<'a>(&'a self, next: &TargetTable) -> Vec<&'a Arc<Target>> {
+        self.ordered
+            .iter()
+            .filter(|t| next.get(&t.name).is_none())
+            .collect()
+    }
+}
+
+/// The current target table, shared by the proxy, the metrics port and the reloader.
+pub type SharedTargets = Arc<ArcSwap<TargetTable>>;
