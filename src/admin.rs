@@ -16,6 +16,7 @@ use log::warn;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use prometheus::{Encoder, TextEncoder};
+use serde::Serialize;
 
 use crate::build_info;
 use crate::config::ListenConfig;
@@ -58,22 +59,57 @@ impl AdminApp {
             .unwrap_or(&self.fallback_host);
         let address = format!("{host}:{}", self.proxy_port);
         let table = self.targets.load();
-        let groups: Vec<serde_json::Value> = table
+        // Written straight into the body: a fleet's list is large, and building it as JSON
+        // values first would hold several copies of it at once.
+        let groups: Vec<SdGroup<'_>> = table
             .iter()
-            .map(|target| {
-                let mut labels = serde_json::Map::with_capacity(target.labels.len() + 2);
-                for (k, v) in &target.labels {
-                    labels.insert(k.clone(), v.clone().into());
-                }
-                labels.insert("__param_target".into(), target.name.to_string().into());
-                if self.proxy_tls {
-                    labels.insert("__scheme__".into(), "https".into());
-                }
-                serde_json::json!({ "targets": [address], "labels": labels })
+            .map(|target| SdGroup {
+                targets: [&address],
+                labels: SdLabels {
+                    param_target: &target.name,
+                    scheme: self.proxy_tls.then_some("https"),
+                    own: &target.labels,
+                },
             })
             .collect();
-        let body = serde_json::Value::Array(groups).to_string().into_bytes();
+        let mut body = Vec::with_capacity(64 + table.len() * (address.len() + 96));
+        if let Err(e) = serde_json::to_writer(&mut body, &groups) {
+            warn!("could not encode /targets: {e}");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not encode the targets\n",
+            );
+        }
         build(StatusCode::OK, "application/json", body, false)
+    }
+}
+
+/// One http_sd group: the tunnel's proxy address, and the target's parameters and labels.
+#[derive(Serialize)]
+struct SdGroup<'a> {
+    targets: [&'a str; 1],
+    labels: SdLabels<'a>,
+}
+
+/// The labels of one group: the target's own, then `__param_target` (and `__scheme__`).
+struct SdLabels<'a> {
+    param_target: &'a str,
+    scheme: Option<&'static str>,
+    own: &'a [(Box<str>, Box<str>)],
+}
+
+impl Serialize for SdLabels<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.own.len() + 2))?;
+        for (k, v) in self.own {
+            map.serialize_entry(&**k, &**v)?;
+        }
+        map.serialize_entry("__param_target", self.param_target)?;
+        if let Some(scheme) = self.scheme {
+            map.serialize_entry("__scheme__", scheme)?;
+        }
+        map.end()
     }
 }
 

@@ -83,6 +83,8 @@ fn main() -> ExitCode {
     server.add_service(background_service("reload", reloader));
 
     log_start(&tunnel);
+    // Everything is built; a large fleet's configuration need not stay in memory.
+    drop(tunnel);
     server.run_forever()
 }
 

@@ -233,12 +233,18 @@ pub fn init(multi_target: bool) {
 }
 
 /// One target's series, resolved on first use so that a fleet of thousands of targets exports
-/// only what was scraped, then recorded with a few atomic adds and no label hashing.
+/// (and holds in memory) only what was scraped, then recorded with a few atomic adds and no
+/// label hashing.
 pub struct TargetMetrics {
     /// The `target` label value; unused in single-target mode.
     target: Box<str>,
-    requests: OnceLock<IntCounter>,
-    duration: OnceLock<Histogram>,
+    handles: OnceLock<Box<Handles>>,
+}
+
+/// The resolved series of one target.
+struct Handles {
+    requests: IntCounter,
+    duration: Histogram,
     statuses: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
     upstream_errors: [OnceLock<IntCounter>; UpstreamErrorKind::ALL.len()],
     upstream_up: OnceLock<IntGauge>,
@@ -250,15 +256,10 @@ impl TargetMetrics {
     pub fn new(target: &str) -> Self {
         let metrics = TargetMetrics {
             target: target.into(),
-            requests: OnceLock::new(),
-            duration: OnceLock::new(),
-            statuses: std::array::from_fn(|_| OnceLock::new()),
-            upstream_errors: std::array::from_fn(|_| OnceLock::new()),
-            upstream_up: OnceLock::new(),
+            handles: OnceLock::new(),
         };
         if !METRICS.families.labelled {
-            metrics.requests();
-            metrics.duration();
+            metrics.handles();
         }
         metrics
     }
@@ -275,21 +276,16 @@ impl TargetMetrics {
         labels
     }
 
-    fn requests(&self) -> &IntCounter {
-        self.requests.get_or_init(|| {
-            METRICS
-                .families
-                .requests
-                .with_label_values(&self.labels(""))
-        })
-    }
-
-    fn duration(&self) -> &Histogram {
-        self.duration.get_or_init(|| {
-            METRICS
-                .families
-                .duration
-                .with_label_values(&self.labels(""))
+    fn handles(&self) -> &Handles {
+        self.handles.get_or_init(|| {
+            let families = &METRICS.families;
+            Box::new(Handles {
+                requests: families.requests.with_label_values(&self.labels("")),
+                duration: families.duration.with_label_values(&self.labels("")),
+                statuses: std::array::from_fn(|_| OnceLock::new()),
+                upstream_errors: std::array::from_fn(|_| OnceLock::new()),
+                upstream_up: OnceLock::new(),
+            })
         })
     }
 
@@ -302,28 +298,27 @@ impl TargetMetrics {
         upstream_error: Option<UpstreamErrorKind>,
         forwarded: bool,
     ) {
-        self.requests().inc();
-        self.duration().observe(seconds);
+        let handles = self.handles();
+        let families = &METRICS.families;
+        handles.requests.inc();
+        handles.duration.observe(seconds);
         match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => self.statuses[i]
+            Some(i) => handles.statuses[i]
                 .get_or_init(|| {
-                    METRICS
-                        .families
+                    families
                         .statuses
                         .with_label_values(&self.labels(&status.to_string()))
                 })
                 .inc(),
-            None => METRICS
-                .families
+            None => families
                 .statuses
                 .with_label_values(&self.labels(&status.to_string()))
                 .inc(),
         }
         if let Some(kind) = upstream_error {
-            self.upstream_errors[kind as usize]
+            handles.upstream_errors[kind as usize]
                 .get_or_init(|| {
-                    METRICS
-                        .families
+                    families
                         .upstream_errors
                         .with_label_values(&self.labels(kind.as_str()))
                 })
@@ -331,19 +326,18 @@ impl TargetMetrics {
         }
         if forwarded {
             let up = upstream_error.is_none() && status < 500;
-            self.upstream_up
-                .get_or_init(|| {
-                    METRICS
-                        .families
-                        .upstream_up
-                        .with_label_values(&self.labels(""))
-                })
+            handles
+                .upstream_up
+                .get_or_init(|| families.upstream_up.with_label_values(&self.labels("")))
                 .set(i64::from(up));
         }
     }
 
     /// Removes the target's series, when a reload drops it.
     pub fn remove(&self) {
+        if self.handles.get().is_none() {
+            return;
+        }
         let families = &METRICS.families;
         let _ = families.requests.remove_label_values(&self.labels(""));
         let _ = families.duration.remove_label_values(&self.labels(""));

@@ -25,8 +25,9 @@ pub struct Target {
     pub host_header: HeaderValue,
     /// `UPSTREAM_TIMEOUT` for it: the longest a request may take.
     pub timeout: Duration,
-    /// Labels published on `/targets`.
-    pub labels: BTreeMap<String, String>,
+    /// Labels published on `/targets`, sorted by name. A slice, not a map: a fleet of
+    /// thousands of targets with a few labels each would spend most of its memory on map nodes.
+    pub labels: Box<[(Box<str>, Box<str>)]>,
     /// Its metric series.
     pub metrics: TargetMetrics,
     /// Where it is, for log lines: `scheme://host:port` and the proxy, if any.
@@ -38,7 +39,7 @@ impl Target {
     pub fn new(
         name: &str,
         exporter: &ExporterConfig,
-        labels: BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
             Error::because(
@@ -56,7 +57,10 @@ impl Target {
             upstream: Upstream::new(exporter)?,
             host_header,
             timeout: exporter.timeout,
-            labels,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
             metrics: TargetMetrics::new(name),
             description: format!(
                 "{}://{}{via}",
@@ -81,7 +85,7 @@ impl TargetTable {
         let mut by_name = HashMap::with_capacity(config.targets.len());
         let mut ordered = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
-            let target = Arc::new(Target::new(&t.name, &t.exporter, t.labels.clone())?);
+            let target = Arc::new(Target::new(&t.name, &t.exporter, &t.labels)?);
             by_name.insert(target.name.clone(), Arc::clone(&target));
             ordered.push(target);
         }

@@ -9,34 +9,120 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use pingora_core::server::configuration::ServerConf;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::setting::{ConfigError, Origin, RawValue, Setting};
 use super::targets::TargetSpec;
 
-/// The `tunnel:` section as written: keys checked against the known settings, values kept as
-/// text until `config::load` parses them, so a bad value is reported in the same words whichever
-/// layer it came from.
-type TunnelSection = BTreeMap<String, Scalar>;
-
-/// A YAML scalar of any type, kept as the text the user wrote.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
+/// The document as the `tunnel:` pass reads it: every other top-level key is skipped.
+#[derive(Debug, Default, Deserialize)]
+struct TunnelDoc {
+    #[serde(default)]
+    tunnel: Option<TunnelSection>,
 }
 
-impl Scalar {
-    fn into_text(self) -> String {
-        match self {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Float(f) => f.to_string(),
-            Scalar::Text(s) => s,
+/// The `tunnel:` section: `targets` as typed entries, every other key kept as the text the
+/// user wrote until `config::load` parses it, so a bad value is reported in the same words
+/// whichever layer it came from.
+#[derive(Debug, Default)]
+struct TunnelSection {
+    targets: Vec<TargetSpec>,
+    settings: BTreeMap<String, Scalar>,
+}
+
+impl<'de> Deserialize<'de> for TunnelSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SectionVisitor;
+        impl<'de> serde::de::Visitor<'de> for SectionVisitor {
+            type Value = TunnelSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping of tunnel settings")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<TunnelSection, E> {
+                Ok(TunnelSection::default())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TunnelSection, A::Error> {
+                let mut section = TunnelSection::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "targets" {
+                        section.targets = map
+                            .next_value::<Option<Vec<TargetSpec>>>()?
+                            .unwrap_or_default();
+                    } else {
+                        let value = map.next_value::<Scalar>()?;
+                        section.settings.insert(key, value);
+                    }
+                }
+                Ok(section)
+            }
         }
+        deserializer.deserialize_any(SectionVisitor)
+    }
+}
+
+/// A YAML value kept as the text the user wrote; `None` for a list, a mapping or nothing, which
+/// no setting takes (skipped without being built).
+#[derive(Debug)]
+struct Scalar(Option<String>);
+
+impl Scalar {
+    fn into_text(self) -> Option<String> {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> serde::de::Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a single value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(Some(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_none<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Scalar, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar(None))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
     }
 }
 
@@ -64,26 +150,23 @@ pub fn load(path: &Path) -> Result<ConfFile, ConfigError> {
 }
 
 /// Parses the text of a conf file; `path` is only used in messages.
+///
+/// The text is read in passes that each keep only what they need (the top-level key names,
+/// Pingora's `ServerConf`, the `tunnel:` section), never a whole YAML tree: a fleet's conf lists
+/// thousands of targets, and a tree of it would outweigh the tunnel itself.
 pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
     let shown = path.display();
-    let doc: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| ConfigError::other(format!("conf file {shown:?} ({e})"), "valid YAML"))?;
-    let mut top = match doc {
-        serde_yaml::Value::Mapping(m) => m,
-        // An empty file is an empty conf: all defaults.
-        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
-        _ => {
-            return Err(ConfigError::other(
-                format!("conf file {shown:?}"),
-                "a YAML mapping of settings at the top level",
-            ))
-        }
+    let yaml_error = |e: serde_yaml::Error| {
+        ConfigError::other(
+            format!("conf file {shown:?} ({e})"),
+            "valid YAML: a mapping of settings at the top level",
+        )
     };
-
-    let section = top.remove("tunnel");
+    let top: Option<BTreeMap<String, IgnoredAny>> =
+        serde_yaml::from_str(text).map_err(yaml_error)?;
+    let top = top.unwrap_or_default();
     let known = pingora_keys();
-    for key in top.keys() {
-        let name = key.as_str().unwrap_or("<not a string>");
+    for name in top.keys().filter(|k| k.as_str() != "tunnel") {
         if !known.contains(name) {
             return Err(ConfigError::other(
                 format!("unknown top-level key {name:?} in conf file {shown:?}"),
@@ -95,44 +178,40 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         }
     }
 
-    let server = serde_yaml::from_value::<ServerConf>(serde_yaml::Value::Mapping(top))
-        .map_err(|e| {
-            ConfigError::other(
-                format!("Pingora server settings in conf file {shown:?} ({e})"),
-                "the types of Pingora's ServerConf",
-            )
-        })?
-        .validate()
-        .map_err(|e| {
-            ConfigError::other(
-                format!("Pingora server settings in conf file {shown:?} ({e})"),
-                "valid Pingora settings",
-            )
-        })?;
+    let server = if top.is_empty() {
+        ServerConf::default()
+    } else {
+        serde_yaml::from_str::<ServerConf>(text)
+            .map_err(|e| {
+                ConfigError::other(
+                    format!("Pingora server settings in conf file {shown:?} ({e})"),
+                    "the types of Pingora's ServerConf",
+                )
+            })?
+            .validate()
+            .map_err(|e| {
+                ConfigError::other(
+                    format!("Pingora server settings in conf file {shown:?} ({e})"),
+                    "valid Pingora settings",
+                )
+            })?
+    };
 
-    let mut section = section;
-    let targets: Vec<TargetSpec> = match section
-        .as_mut()
-        .and_then(|s| s.as_mapping_mut())
-        .and_then(|m| m.remove("targets"))
-    {
-        None | Some(serde_yaml::Value::Null) => Vec::new(),
-        Some(value) => serde_yaml::from_value(value).map_err(|e| {
-            ConfigError::other(
-                format!("`tunnel.targets` of conf file {shown:?} ({e})"),
-                "a list of {name, address, scheme, timeout, proxy, tls, auth, labels}",
-            )
-        })?,
+    let section = if top.contains_key("tunnel") {
+        serde_yaml::from_str::<TunnelDoc>(text)
+            .map_err(|e| {
+                ConfigError::other(
+                    format!("section `tunnel:` of conf file {shown:?} ({e})"),
+                    "a mapping of setting names to single values, and `targets:` a list of {name, address, scheme, timeout, proxy, tls, auth, labels}",
+                )
+            })?
+            .tunnel
+            .unwrap_or_default()
+    } else {
+        TunnelSection::default()
     };
-    let section: TunnelSection = match section {
-        None | Some(serde_yaml::Value::Null) => TunnelSection::new(),
-        Some(value) => serde_yaml::from_value(value).map_err(|e| {
-            ConfigError::other(
-                format!("section `tunnel:` of conf file {shown:?} ({e})"),
-                "a mapping of setting names to single values",
-            )
-        })?,
-    };
+    let targets = section.targets;
+    let section = section.settings;
     let mut values = Vec::with_capacity(section.len());
     for (key, value) in section {
         let Some(setting) = Setting::from_key(&key) else {
@@ -147,7 +226,12 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         values.push(RawValue {
             setting,
             origin: Origin::File(path.to_path_buf()),
-            text: value.into_text(),
+            text: value.into_text().ok_or_else(|| {
+                ConfigError::other(
+                    format!("tunnel.{key} in conf file {shown:?}"),
+                    "a single value (text, number or true/false), not a list, a mapping or nothing",
+                )
+            })?,
         });
     }
 

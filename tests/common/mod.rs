@@ -83,14 +83,25 @@ impl Tunnel {
 
     /// As [`Tunnel::start`], with extra command-line arguments.
     pub fn start_with(exporter_port: u16, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
+        Self::launch(Some(exporter_port), env, args)
+    }
+
+    /// A tunnel without SERVER_IP: its exporters come from the conf file in `args`.
+    pub fn start_without_exporter(env: &[(&str, &str)], args: &[&str]) -> Tunnel {
+        Self::launch(None, env, args)
+    }
+
+    fn launch(exporter_port: Option<u16>, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
         let proxy_port = free_port();
         let metrics_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("tunnel.log");
         let mut cmd = base_command();
-        cmd.env("SERVER_IP", "127.0.0.1")
-            .env("SERVER_PORT", exporter_port.to_string())
-            .env("LISTEN_ADDRESS", "127.0.0.1")
+        if let Some(port) = exporter_port {
+            cmd.env("SERVER_IP", "127.0.0.1")
+                .env("SERVER_PORT", port.to_string());
+        }
+        cmd.env("LISTEN_ADDRESS", "127.0.0.1")
             .env("LISTEN_PORT", proxy_port.to_string())
             .env("METRICS_PORT", metrics_port.to_string())
             .args(args)
@@ -100,14 +111,28 @@ impl Tunnel {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start the tunnel");
-        let tunnel = Tunnel {
+        let mut tunnel = Tunnel {
             child,
             proxy_port,
             metrics_port,
             dir,
             log,
         };
-        wait_for_port(metrics_port, Duration::from_secs(10));
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+            if let Ok(Some(status)) = tunnel.child.try_wait() {
+                panic!(
+                    "the tunnel exited with {status} before listening:\n{}",
+                    tunnel.log()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the tunnel did not listen within 20 s:\n{}",
+                tunnel.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         tunnel
     }
 
