@@ -19,7 +19,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KUBE_VERSION = "1.30.0"
 MINIMAL = {"settings": {"name": "server01", "serverIP": "10.0.0.3"}}
 CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget"}
-MONITOR_KINDS = {"ServiceMonitor", "PodMonitor"}
+MONITOR_KINDS = {"ServiceMonitor", "PodMonitor", "ScrapeConfig"}
 
 
 def promtool() -> str:
@@ -228,6 +228,89 @@ def test_basic_auth_from_a_secret():
     assert env["BASIC_AUTH_USERNAME"] == "prom"
     assert env["BASIC_AUTH_PASSWORD_FILE"] == "/etc/prometheus-tunnel/basic-auth/password"
     assert "BASIC_AUTH_PASSWORD" not in env
+
+
+# === multi-target mode ===
+
+
+def tunnel_binary() -> str:
+    """The most recently built tunnel binary (scripts/test.sh builds both before these tests)."""
+    built = [p for p in (ROOT / "target" / b / "prometheus-tunnel" for b in ("release", "debug")) if p.exists()]
+    assert built, "the tunnel is not built: run scripts/test.sh (cargo build) first"
+    return str(max(built, key=lambda p: p.stat().st_mtime))
+
+
+def multi_values() -> dict:
+    return ci_values(CHART / "ci" / "multi-target-values.yaml")
+
+
+def test_targets_render_into_a_conf_the_tunnel_accepts(tmp_path):
+    values = multi_values()
+    objects = render(values)
+    conf_text = {o["metadata"]["name"]: o for o in by_kind(objects, "ConfigMap")}["server01-prometheus-tunnel"]["data"]["tunnel.yaml"]
+    conf = yaml.safe_load(conf_text)
+    assert conf["tunnel"]["targets"] == values["targets"]
+    env = env_of(objects)
+    assert "SERVER_IP" not in env, "no single exporter in multi-target mode"
+    assert container(objects)["args"] == ["-c", "/etc/prometheus-tunnel/conf/tunnel.yaml"]
+    # The real tunnel checks the rendered conf with the pod's env; the CA file the conf names
+    # (mounted from a Secret in the pod) is made here by openssl.
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is not installed: run scripts/test.sh, or apt-get install openssl"
+    ca = tmp_path / "ca.crt"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=chart test CA"],
+        check=True, capture_output=True,
+    )
+    assert "/etc/prometheus-tunnel/tls/ca.crt" in conf_text
+    (tmp_path / "tunnel.yaml").write_text(conf_text.replace("/etc/prometheus-tunnel/tls/ca.crt", str(ca)))
+    checked = subprocess.run(
+        [tunnel_binary(), "-t", "-c", str(tmp_path / "tunnel.yaml")],
+        env={k: v for k, v in env.items() if isinstance(v, str) and not k.endswith("_FILE")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "configuration OK" in checked.stdout
+
+
+def test_servicemonitor_scrapes_each_target_by_name():
+    objects = render(multi_values())
+    endpoints = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    by_target = {e["params"]["target"][0]: e for e in endpoints if "params" in e}
+    assert sorted(by_target) == ["vm-01", "vm-02"]
+    for name, endpoint in by_target.items():
+        assert endpoint["port"] == "exporter"
+        assert {"action": "replace", "targetLabel": "instance", "replacement": name} in endpoint["relabelings"]
+    assert {"action": "replace", "targetLabel": "env", "replacement": "prod"} in by_target["vm-01"]["relabelings"]
+    assert [e["port"] for e in endpoints if "params" not in e] == ["metrics"]
+    assert by_kind(objects, "ScrapeConfig") == []
+
+
+def test_http_sd_discovery_is_one_scrapeconfig():
+    values = multi_values()
+    values["monitor"] = {"targetDiscovery": "httpSD", "refreshInterval": "30s"}
+    objects = render(values)
+    scrape = one(objects, "ScrapeConfig")
+    assert scrape["spec"]["httpSDConfigs"] == [
+        {"url": "http://server01-prometheus-tunnel.monitoring.svc:9000/targets", "refreshInterval": "30s"}
+    ]
+    assert {"action": "replace", "sourceLabels": ["__param_target"], "targetLabel": "instance"} in scrape["spec"]["relabelings"]
+    # The ServiceMonitor keeps only the tunnel's own metrics.
+    assert [e["port"] for e in one(objects, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_default_target_and_a_missing_exporter():
+    values = multi_values()
+    values["defaultTarget"] = "vm-02"
+    assert env_of(render(values))["DEFAULT_TARGET"] == "vm-02"
+    with pytest.raises(helm.HelmError):
+        helm.Chart.load(str(CHART)).validate_schema({"settings": {"name": "x"}})
+    with pytest.raises(helm.HelmError) as refused:
+        helm.Chart.load(str(CHART)).validate_schema({**multi_values(), "targets": [{"name": "bad name", "address": "h"}]})
+    assert "name" in str(refused.value)
 
 
 # === monitors ===

@@ -71,3 +71,47 @@ job="{{ .Values.monitor.tunnelJob }}",namespace="{{ .Release.Namespace }}",expor
   targetLabel: exporter
   replacement: {{ .Values.settings.name | quote }}
 {{- end }}
+
+{{/* The conf file's contents: settings.config, with `targets` under `tunnel:`. */}}
+{{- define "prometheus-tunnel.conf" -}}
+{{- $conf := deepCopy (.Values.settings.config | default dict) }}
+{{- if .Values.targets }}
+{{- $tunnel := deepCopy (get $conf "tunnel" | default dict) }}
+{{- $_ := set $tunnel "targets" .Values.targets }}
+{{- $_ := set $conf "tunnel" $tunnel }}
+{{- end }}
+{{- toYaml $conf }}
+{{- end }}
+
+{{/* "true" when the pod runs with a conf file (settings.config or targets). */}}
+{{- define "prometheus-tunnel.hasConf" -}}
+{{- if or .Values.settings.config .Values.targets }}true{{ end }}
+{{- end }}
+
+{{/* One monitor endpoint per target: the exporter through the tunnel, with ?target=NAME. */}}
+{{- define "prometheus-tunnel.targetEndpoints" -}}
+{{- range $i, $t := .Values.targets }}
+{{- if $i }}
+{{ end -}}
+- port: exporter
+  path: {{ $.Values.settings.metricsPath }}
+  params:
+    target: [{{ $t.name | quote }}]
+  interval: {{ $.Values.monitor.interval }}
+  scrapeTimeout: {{ $.Values.monitor.scrapeTimeout }}
+  honorLabels: {{ $.Values.monitor.honorLabels }}
+  relabelings:
+    - action: replace
+      targetLabel: instance
+      replacement: {{ $t.name | quote }}
+    {{- range $k, $v := $t.labels }}
+    - action: replace
+      targetLabel: {{ $k }}
+      replacement: {{ $v | quote }}
+    {{- end }}
+  {{- with $.Values.monitor.metricRelabelings }}
+  metricRelabelings:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
