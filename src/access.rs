@@ -69,6 +69,11 @@ impl AccessControl {
         self.credentials.is_some()
     }
 
+    /// Whether the client's address is checked (so the caller must look it up).
+    pub fn checks_address(&self) -> bool {
+        self.allowed.is_some()
+    }
+
     /// Checks a request from `client` carrying `authorization`.
     pub fn check(
         &self,

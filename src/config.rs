@@ -79,7 +79,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Limits on client connections to the proxy port, so slow or idle clients cannot exhaust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
-    /// A request's header must arrive within this, from its first byte.
+    /// A connection's first request header must be complete within this; later ones within
+    /// `idle_timeout` plus this.
     pub header_read_timeout: Duration,
     /// A connection waiting for its next request is closed after this.
     pub idle_timeout: Duration,

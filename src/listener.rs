@@ -1,6 +1,6 @@
 //! The proxy port's connection handling: a Pingora `ServerApp` around the HTTP proxy that caps
-//! open connections, closes idle ones and gives each request header a deadline from its first
-//! byte, so slow or silent clients (slowloris) cannot hold the port.
+//! open connections, closes idle ones and gives each request header a deadline, so slow or
+//! silent clients (slowloris) cannot hold the port.
 //!
 //! Pingora's own HTTP/1 loop times out each read, not a whole header, and has no connection
 //! limit; this replaces that loop (HTTP/1 only: the proxy port serves no HTTP/2) and hands each
@@ -121,17 +121,18 @@ where
         let idle = self.limits.idle_timeout;
         // Pingora takes keep-alive in whole seconds.
         let idle_secs = idle.as_secs().max(1);
+        let mut first = true;
         loop {
-            // Wait for the first byte of the next request; the header deadline starts there,
-            // so a kept-alive scrape connection may idle up to IDLE_TIMEOUT between scrapes.
-            let mut first = [0u8; 1];
-            let header_deadline =
-                match tokio::time::timeout(idle, stream.try_peek(&mut first)).await {
-                    Err(_) | Ok(Err(_)) => return None,
-                    Ok(Ok(true)) => self.limits.header_read_timeout,
-                    // A stream that cannot be peeked (TLS): the wait and the header share one limit.
-                    Ok(Ok(false)) => idle + self.limits.header_read_timeout,
-                };
+            // The first request's header must be complete within HEADER_READ_TIMEOUT of the
+            // connection; a later one may wait up to IDLE_TIMEOUT (Pingora's keep-alive timeout
+            // closes an idle connection) and then has HEADER_READ_TIMEOUT on top. Peeking for a
+            // later request's first byte would cost a read syscall per scrape.
+            let header_deadline = if first {
+                self.limits.header_read_timeout
+            } else {
+                idle + self.limits.header_read_timeout
+            };
+            first = false;
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive(if *shutdown.borrow() {
                 None

@@ -14,14 +14,15 @@
 
 mod outcome;
 mod respond;
-mod route;
+pub mod rewrite;
+pub mod route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, CONNECTION, HOST, WWW_AUTHENTICATE};
+use http::header::{HeaderName, HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -46,15 +47,6 @@ pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
 /// The largest request header forwarded; a scrape's is a few hundred bytes. Larger ones are
 /// answered 431 and never reach the exporter.
 pub const MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
-
-/// Headers that describe the client's connection, not the request; the exporter connection is
-/// the tunnel's own and is kept alive whatever the client asked for.
-const HOP_BY_HOP: [HeaderName; 4] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::UPGRADE,
-];
 
 /// Forwards scrapes to the targets and records the tunnel's metrics.
 pub struct TunnelProxy {
@@ -192,7 +184,7 @@ impl ProxyHttp for TunnelProxy {
                 .map(|(name, value)| name.as_str().len() + value.len() + 4)
                 .sum::<usize>();
         if header_bytes > MAX_REQUEST_HEADER_BYTES {
-            debug!("refused a {header_bytes}-byte request header from {client:?}");
+            debug!("refused a {header_bytes}-byte request header");
             refuse(session, 431, b"431 Request Header Fields Too Large: a scrape needs a few hundred bytes of header\n", &[]).await?;
             return Ok(true);
         }
@@ -267,36 +259,13 @@ impl ProxyHttp for TunnelProxy {
         let target = ctx.target.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "no target chosen for the request")
         })?;
-        upstream_request.insert_header(HOST, target.host_header.clone())?;
-        for name in &HOP_BY_HOP {
-            upstream_request.remove_header(name);
-        }
-        if let Some(path) = ctx.forwarded_path.take() {
-            // The original path and query without `target`.
-            let uri = path.parse().map_err(|e| {
-                Error::because(
-                    ErrorType::InvalidHTTPHeader,
-                    "request target without `target`",
-                    e,
-                )
-            })?;
-            upstream_request.set_uri(uri);
-        } else if !upstream_request.raw_path().starts_with(b"/") {
-            // The exporter comes from configuration only: an absolute-form target
-            // (`GET http://other/x`) is sent on as its path and query (all the URI holds), so
-            // the request line cannot name another host.
-            let path_only = upstream_request.uri.clone();
-            upstream_request.set_uri(path_only);
-        }
-        // Configured exporter credentials replace whatever the client sent. Without them, the
-        // client's own Authorization (Prometheus' scrape credentials) passes through, unless
-        // it was meant for the tunnel itself.
-        if let Some(value) = target.upstream.authorization(ctx.start) {
-            upstream_request.insert_header(http::header::AUTHORIZATION, value)?;
-        } else if self.access.requires_credentials() {
-            upstream_request.remove_header(&http::header::AUTHORIZATION);
-        }
-        Ok(())
+        rewrite::prepare_upstream_request(
+            upstream_request,
+            target,
+            ctx.forwarded_path.take(),
+            ctx.start,
+            self.access.requires_credentials(),
+        )
     }
 
     fn upstream_response_body_filter(

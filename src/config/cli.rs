@@ -144,7 +144,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub listen_tls_client_ca_file: Option<String>,
 
-    /// Longest a client may take to send a request header, from its first byte.
+    /// Longest a client may take to send its first request header (later ones get IDLE_TIMEOUT
+    /// on top).
     /// [env: HEADER_READ_TIMEOUT] [conf: tunnel.header_read_timeout] [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,

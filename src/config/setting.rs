@@ -58,7 +58,7 @@ pub enum Setting {
     ListenTlsKeyFile,
     /// PEM CAs whose client certificates the proxy port requires.
     ListenTlsClientCaFile,
-    /// Longest time a client may take to send a request's header, from its first byte.
+    /// Longest time a client may take to send its first request header.
     HeaderReadTimeout,
     /// Longest time a client connection may sit idle between requests.
     IdleTimeout,

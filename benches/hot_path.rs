@@ -1,0 +1,103 @@
+//! Micro-benches of the work the tunnel adds to each scrape, on top of Pingora's own: choosing
+//! the target, rewriting the request for the exporter, recording the metrics. Run with
+//! `cargo bench --bench hot_path`; `benches/run.sh` runs the side-by-side load bench.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::Uri;
+use pingora_http::RequestHeader;
+
+use prometheus_tunnel::config::{self, file, FileLayer};
+use prometheus_tunnel::metrics::UpstreamErrorKind;
+use prometheus_tunnel::proxy::rewrite::prepare_upstream_request;
+use prometheus_tunnel::proxy::route::{route, Route};
+use prometheus_tunnel::targets::TargetTable;
+
+/// A table of `n` targets named `vm-00000`...
+fn table(n: usize) -> TargetTable {
+    let mut yaml = String::from("tunnel:\n  targets:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{name: vm-{i:05}, address: 10.0.{}.{}:9100}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let conf = file::parse(&yaml, Path::new("bench.yaml")).expect("bench conf");
+    let env: HashMap<&str, &str> = HashMap::new();
+    let layer = FileLayer {
+        values: conf.values,
+        targets: &conf.targets,
+        path: None,
+    };
+    let tunnel = config::merge(layer, &env, Vec::new()).expect("bench config");
+    TargetTable::build(&tunnel).expect("bench table")
+}
+
+fn scrape_request() -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/metrics", None).unwrap();
+    req.insert_header("host", "tunnel.monitoring.svc:8080")
+        .unwrap();
+    req.insert_header("user-agent", "Prometheus/2.53.0")
+        .unwrap();
+    req.insert_header(
+        "accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .unwrap();
+    req.insert_header("accept-encoding", "gzip").unwrap();
+    req.insert_header("x-prometheus-scrape-timeout-seconds", "10")
+        .unwrap();
+    req
+}
+
+fn bench(c: &mut Criterion) {
+    let fleet = table(10_000);
+    let one = table(1);
+    let plain: Uri = "/metrics".parse().unwrap();
+    let named: Uri = "/metrics?target=vm-07777&collect%5B%5D=cpu"
+        .parse()
+        .unwrap();
+
+    c.bench_function("route: single target, no parameter", |b| {
+        b.iter(|| black_box(matches!(route(&one, black_box(&plain)), Route::To(..))))
+    });
+    c.bench_function("route: ?target= among 10,000", |b| {
+        b.iter(|| black_box(matches!(route(&fleet, black_box(&named)), Route::To(..))))
+    });
+
+    let target = one.iter().next().expect("a target").clone();
+    let template = scrape_request();
+    c.bench_function("rewrite: request for the exporter", |b| {
+        b.iter(|| {
+            let mut req = template.clone();
+            prepare_upstream_request(&mut req, &target, None, Instant::now(), false).unwrap();
+            black_box(req)
+        })
+    });
+
+    c.bench_function("metrics: record a 200", |b| {
+        b.iter(|| {
+            target
+                .metrics
+                .record(black_box(200), black_box(0.0021), None, true)
+        })
+    });
+    c.bench_function("metrics: record a 502 (refused)", |b| {
+        b.iter(|| {
+            target.metrics.record(
+                black_box(502),
+                black_box(0.0004),
+                Some(UpstreamErrorKind::Refused),
+                true,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
