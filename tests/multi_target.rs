@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::prometheus::Prometheus;
 use common::upstream::Exporter;
-use common::{agent, free_port, get, request, require_tool, Helper, Tunnel};
+use common::{agent, get, request, Tunnel};
 
 /// A conf listing `targets` as (name, exporter port) pairs, with fast shutdown.
 fn conf_text(targets: &[(&str, u16)]) -> String {
@@ -124,7 +123,6 @@ fn start_without_server_ip(conf: &Path) -> Tunnel {
 
 #[test]
 fn targets_endpoint_feeds_a_real_prometheus() {
-    let prometheus = require_tool("prometheus", "prometheus");
     let exporters: Vec<Exporter> = (0..3)
         .map(|i| Exporter::start(format!("fleet_metric{{n=\"{i}\"}} {i}\n").into_bytes()))
         .collect();
@@ -153,47 +151,16 @@ fn targets_endpoint_feeds_a_real_prometheus() {
         assert_eq!(group["labels"]["team"], format!("t-{name}"));
     }
 
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prom = Prometheus::start(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
              - job_name: fleet\n  http_sd_configs:\n  - url: http://127.0.0.1:{}/targets\n    refresh_interval: 2s\n\
              \x20 relabel_configs:\n  - source_labels: [__param_target]\n    target_label: instance\n",
             tunnel.metrics_port
         ),
-    )
-    .unwrap();
-    let prom_log = dir.path().join("prometheus.log");
-    let _prom = Helper(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(File::create(&prom_log).unwrap())
-            .spawn()
-            .expect("start prometheus"),
     );
-    let query = |expr: &str| -> Vec<serde_json::Value> {
-        let url = format!("http://127.0.0.1:{prom_port}/api/v1/query");
-        match ureq::get(&url).query("query", expr).call() {
-            Ok(resp) => {
-                let json: serde_json::Value =
-                    serde_json::from_str(&resp.into_string().expect("query body"))
-                        .expect("query JSON");
-                json["data"]["result"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            }
-            Err(_) => Vec::new(),
-        }
-    };
+    let query = |expr: &str| prom.query(expr);
     let start = Instant::now();
     loop {
         let up = query("up{job=\"fleet\"} == 1");
@@ -209,7 +176,7 @@ fn targets_endpoint_feeds_a_real_prometheus() {
         assert!(
             start.elapsed() < Duration::from_secs(45),
             "Prometheus did not scrape every target through the tunnel: up {instances:?}\nprometheus log:\n{}",
-            std::fs::read_to_string(&prom_log).unwrap_or_default()
+            prom.log()
         );
         thread::sleep(Duration::from_millis(500));
     }

@@ -67,19 +67,9 @@ fn certificates(items: &[Item]) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs)
 }
 
-/// `TLS_CA_FILE`: every certificate of a PEM bundle.
-pub fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
-    let certs = certificates(&pem_items(path)?)?;
-    let wrapped: Vec<WrappedX509> = certs
-        .into_iter()
-        .map(|der| WrappedX509::new(der, parse_x509))
-        .collect();
-    Ok(wrapped.into())
-}
-
-/// `TLS_CERT_FILE` (leaf first, then intermediates) and `TLS_KEY_FILE` (PKCS#8, PKCS#1 or SEC1).
+/// The DER certificates of `cert` and the DER private key (PKCS#8, PKCS#1 or SEC1) of `key`.
 /// Errors say which file is at fault: `Err((is_key_file, expected))`.
-pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, String)> {
+fn pem_pair(cert: &Path, key: &Path) -> Result<(Vec<Vec<u8>>, Vec<u8>), (bool, String)> {
     let certs = pem_items(cert)
         .and_then(|items| certificates(&items))
         .map_err(|e| (false, e))?;
@@ -96,6 +86,23 @@ pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, Strin
             true,
             "a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)".to_string(),
         ))?;
+    Ok((certs, key_der))
+}
+
+/// `TLS_CA_FILE`: every certificate of a PEM bundle.
+pub fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
+    let certs = certificates(&pem_items(path)?)?;
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|der| WrappedX509::new(der, parse_x509))
+        .collect();
+    Ok(wrapped.into())
+}
+
+/// `TLS_CERT_FILE` (leaf first, then intermediates) and `TLS_KEY_FILE` (PKCS#8, PKCS#1 or SEC1).
+/// Errors say which file is at fault: `Err((is_key_file, expected))`.
+pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, String)> {
+    let (certs, key_der) = pem_pair(cert, key)?;
     // Pingora converts the key like this on every handshake and panics if it fails.
     let private_key = PrivateKeyDer::try_from(key_der.clone())
         .map_err(|e| (true, format!("a private key rustls can use ({e})")))?;
@@ -142,22 +149,9 @@ impl std::fmt::Debug for ListenerTls {
 /// Checks the listener's certificate and key the way Pingora will load them (it panics on a bad
 /// pair). Errors say which file is at fault: `Err((is_key_file, expected))`.
 pub fn check_listener_pair(cert: &Path, key: &Path) -> Result<(), (bool, String)> {
-    let certs = pem_items(cert)
-        .and_then(|items| certificates(&items))
-        .map_err(|e| (false, e))?;
-    let key_der = pem_items(key)
-        .map_err(|e| (true, e))?
-        .into_iter()
-        .find_map(|item| match item {
-            Item::Pkcs8Key(k) => Some(PrivateKeyDer::from(k)),
-            Item::Pkcs1Key(k) => Some(PrivateKeyDer::from(k)),
-            Item::Sec1Key(k) => Some(PrivateKeyDer::from(k)),
-            _ => None,
-        })
-        .ok_or((
-            true,
-            "a PEM file with a PRIVATE KEY block (PKCS#8, RSA or EC)".to_string(),
-        ))?;
+    let (certs, key_der) = pem_pair(cert, key)?;
+    let key_der = PrivateKeyDer::try_from(key_der)
+        .map_err(|e| (true, format!("a private key rustls can use ({e})")))?;
     pingora_rustls::install_default_crypto_provider();
     let chain = certs.into_iter().map(CertificateDer::from).collect();
     ServerConfig::builder()

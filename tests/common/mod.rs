@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod pki;
+pub mod prometheus;
 pub mod upstream;
 
 use std::collections::HashMap;
