@@ -67,9 +67,14 @@ fn certificates(items: &[Item]) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs)
 }
 
+/// A refused certificate or key file: whether it is the key file, and what was expected.
+type PairError = (bool, String);
+
+/// DER certificates (leaf first) and the DER private key that goes with them.
+type DerPair = (Vec<Vec<u8>>, Vec<u8>);
+
 /// The DER certificates of `cert` and the DER private key (PKCS#8, PKCS#1 or SEC1) of `key`.
-/// Errors say which file is at fault: `Err((is_key_file, expected))`.
-fn pem_pair(cert: &Path, key: &Path) -> Result<(Vec<Vec<u8>>, Vec<u8>), (bool, String)> {
+fn pem_pair(cert: &Path, key: &Path) -> Result<DerPair, PairError> {
     let certs = pem_items(cert)
         .and_then(|items| certificates(&items))
         .map_err(|e| (false, e))?;
@@ -101,7 +106,7 @@ pub fn load_ca(path: &Path) -> Result<Arc<CaType>, String> {
 
 /// `TLS_CERT_FILE` (leaf first, then intermediates) and `TLS_KEY_FILE` (PKCS#8, PKCS#1 or SEC1).
 /// Errors say which file is at fault: `Err((is_key_file, expected))`.
-pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, (bool, String)> {
+pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, PairError> {
     let (certs, key_der) = pem_pair(cert, key)?;
     // Pingora converts the key like this on every handshake and panics if it fails.
     let private_key = PrivateKeyDer::try_from(key_der.clone())
@@ -148,7 +153,7 @@ impl std::fmt::Debug for ListenerTls {
 
 /// Checks the listener's certificate and key the way Pingora will load them (it panics on a bad
 /// pair). Errors say which file is at fault: `Err((is_key_file, expected))`.
-pub fn check_listener_pair(cert: &Path, key: &Path) -> Result<(), (bool, String)> {
+pub fn check_listener_pair(cert: &Path, key: &Path) -> Result<(), PairError> {
     let (certs, key_der) = pem_pair(cert, key)?;
     let key_der = PrivateKeyDer::try_from(key_der)
         .map_err(|e| (true, format!("a private key rustls can use ({e})")))?;
