@@ -180,6 +180,36 @@ fn wrong_name_fails_and_insecure_skip_verify_passes_loudly() {
 }
 
 #[test]
+fn expired_exporter_certificate_is_502_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let (_exporter, port) = https_exporter(
+        &pki,
+        "expired-server",
+        &page_file(dir.path(), b"x 1\n"),
+        None,
+    );
+    let tunnel = Tunnel::start(
+        port,
+        &[
+            ("SERVER_SCHEME", "https"),
+            ("TLS_CA_FILE", &pki.path("ca.crt")),
+        ],
+    );
+    assert_eq!(get(&tunnel.url("/metrics")).status, 502);
+    let log = tunnel.log_with("invalid peer certificate: Expired");
+    assert!(
+        log.contains("invalid peer certificate: Expired"),
+        "log does not say why: {log}"
+    );
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "tls")]),
+        1.0
+    );
+}
+
+#[test]
 fn mutual_tls_passes_with_the_client_certificate_and_fails_without() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::create(dir.path());

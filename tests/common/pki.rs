@@ -1,6 +1,6 @@
 //! Certificates made by the real `openssl` for the TLS tests: a private CA that signs the
-//! exporter's certificate (for `localhost` and 127.0.0.1), a CA nobody trusts, and a client CA
-//! with a client certificate for mutual TLS.
+//! exporter's certificate (for `localhost` and 127.0.0.1) and an expired one, a CA nobody
+//! trusts, and a client CA with a client certificate for mutual TLS.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,10 +64,12 @@ impl Pki {
             "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
         )
         .unwrap();
-        for (name, ca, ext) in [
-            ("server", "ca", "server.ext"),
-            ("untrusted-server", "other-ca", "server.ext"),
-            ("client", "client-ca", "client.ext"),
+        for (name, ca, ext, days) in [
+            ("server", "ca", "server.ext", "2"),
+            ("untrusted-server", "other-ca", "server.ext", "2"),
+            ("client", "client-ca", "client.ext", "2"),
+            // Valid until a day before it was issued: expired.
+            ("expired-server", "ca", "server.ext", "-1"),
         ] {
             let (key, csr, crt) = (
                 format!("{name}.key"),
@@ -92,7 +94,7 @@ impl Pki {
                 "-out",
                 &crt,
                 "-days",
-                "2",
+                days,
                 "-extfile",
                 ext,
             ]);
