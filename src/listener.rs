@@ -89,11 +89,6 @@ impl<A> GuardedApp<A> {
             open: AtomicUsize::new(0),
         }
     }
-
-    /// The guarded app, to adjust before the service starts.
-    pub fn inner_mut(&mut self) -> Option<&mut A> {
-        Arc::get_mut(&mut self.inner)
-    }
 }
 
 #[async_trait]
