@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "benches" / "node_exporter_page.txt"
 TUNNEL = ROOT / "target" / "release" / "prometheus-tunnel"
 PROXIES = ["tunnel", "haproxy", "nginx"]
-# Extra tunnel builds measured alongside (--also NAME=PATH), for experiments.
+# Extra tunnel builds measured alongside (--also NAME=PATH[,conf line;conf line]), for experiments.
 EXTRA_TUNNELS: dict[str, str] = {}
+EXTRA_CONF: dict[str, str] = {}
 SCENARIOS = {
     "59 KB page": {"file": "metrics", "headers": []},
     "59 KB page, gzip": {"file": "metrics", "headers": ["Accept-Encoding: gzip"]},
@@ -107,8 +108,9 @@ http {{
         up = self.ports["upstream"]
         port = free_port()
         if name == "tunnel" or name in EXTRA_TUNNELS:
-            conf = self.work / "tunnel.yaml"
-            conf.write_text("version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n")
+            conf = self.work / f"{name}.yaml"
+            conf.write_text("version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
+                            + EXTRA_CONF.get(name, ""))
             metrics_port = free_port()
             env = {
                 "PATH": os.environ.get("PATH", ""),
@@ -354,8 +356,10 @@ def main() -> None:
         (args.out / "results.md").write_text(markdown(saved["summary"], saved["meta"]))
         return
     for spec in args.also:
-        name, _, path = spec.partition("=")
-        EXTRA_TUNNELS[name] = path
+        name, _, rest = spec.partition("=")
+        path, _, conf = rest.partition(",")
+        EXTRA_TUNNELS[name] = path or str(TUNNEL)
+        EXTRA_CONF[name] = "".join(f"{line.strip()}\n" for line in conf.split(";") if line.strip())
         PROXIES.append(name)
     if args.only:
         for scenario in list(SCENARIOS):

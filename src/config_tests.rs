@@ -271,3 +271,37 @@ fn unknown_target_fields_are_refused() {
     .to_string();
     assert!(e.contains("unknown field `sheme`"), "{e}");
 }
+
+#[test]
+fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
+    use clap::Parser;
+    let env = HashMap::from([("SERVER_IP", "10.0.0.1")]);
+    let no_file = cli::Cli::try_parse_from(["prometheus-tunnel"]).unwrap();
+    let loaded = load(&no_file, &env).expect("valid");
+    assert_eq!(
+        loaded.server.fast_timeout_to_tokio_threshold_seconds,
+        Some(0)
+    );
+    assert_eq!(
+        loaded.server.grace_period_seconds,
+        Some(DEFAULT_GRACE_PERIOD_SECONDS)
+    );
+
+    let dir = std::env::temp_dir().join(format!("tunnel-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.yaml");
+    std::fs::write(
+        &path,
+        "fast_timeout_to_tokio_threshold_seconds: 900\ngrace_period_seconds: 1\n",
+    )
+    .unwrap();
+    let with_file =
+        cli::Cli::try_parse_from(["prometheus-tunnel", "-c", path.to_str().unwrap()]).unwrap();
+    let loaded = load(&with_file, &env).expect("valid");
+    assert_eq!(
+        loaded.server.fast_timeout_to_tokio_threshold_seconds,
+        Some(900)
+    );
+    assert_eq!(loaded.server.grace_period_seconds, Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -135,6 +135,8 @@ pub struct ConfFile {
     pub values: Vec<RawValue>,
     /// `tunnel.targets`, in file order.
     pub targets: Vec<TargetSpec>,
+    /// The Pingora keys the file sets, so the tunnel's own defaults apply only to the others.
+    pub pingora_keys_set: BTreeSet<String>,
 }
 
 /// Reads and checks the conf file at `path`.
@@ -239,6 +241,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         server,
         values,
         targets,
+        pingora_keys_set: top.into_keys().filter(|k| k != "tunnel").collect(),
     })
 }
 
