@@ -46,18 +46,7 @@ fn three_exporters_by_name_and_unknown_names_404() {
         .collect();
     let exporters: Vec<Exporter> = pages.iter().map(|p| Exporter::start(p.clone())).collect();
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("tunnel.yaml");
-    std::fs::write(
-        &conf,
-        conf_text(&[
-            ("a", exporters[0].port),
-            ("b", exporters[1].port),
-            ("c", exporters[2].port),
-        ]),
-    )
-    .unwrap();
-    // Without SERVER_IP, the conf's targets are the fleet.
-    let tunnel = start_without_server_ip(&conf);
+    let tunnel = start_abc(dir.path(), &exporters);
 
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         let answer = get(&url(&tunnel, name, "&collect%5B%5D=cpu"));
@@ -116,6 +105,19 @@ fn three_exporters_by_name_and_unknown_names_404() {
     assert_eq!(m.value("proxy_upstream_up", &[("target", "a")]), 1.0);
 }
 
+/// A tunnel whose conf (in `dir`) lists the three `exporters` as targets a, b and c.
+fn start_abc(dir: &Path, exporters: &[Exporter]) -> Tunnel {
+    let conf = dir.join("tunnel.yaml");
+    let targets = [
+        ("a", exporters[0].port),
+        ("b", exporters[1].port),
+        ("c", exporters[2].port),
+    ];
+    std::fs::write(&conf, conf_text(&targets)).unwrap();
+    // Without SERVER_IP, the conf's targets are the fleet.
+    start_without_server_ip(&conf)
+}
+
 /// The tunnel with the conf at `conf` and no single exporter.
 fn start_without_server_ip(conf: &Path) -> Tunnel {
     Tunnel::start_without_exporter(&[], &["-c", conf.to_str().unwrap()])
@@ -127,17 +129,7 @@ fn targets_endpoint_feeds_a_real_prometheus() {
         .map(|i| Exporter::start(format!("fleet_metric{{n=\"{i}\"}} {i}\n").into_bytes()))
         .collect();
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("tunnel.yaml");
-    std::fs::write(
-        &conf,
-        conf_text(&[
-            ("a", exporters[0].port),
-            ("b", exporters[1].port),
-            ("c", exporters[2].port),
-        ]),
-    )
-    .unwrap();
-    let tunnel = start_without_server_ip(&conf);
+    let tunnel = start_abc(dir.path(), &exporters);
 
     let sd: serde_json::Value =
         serde_json::from_slice(&get(&tunnel.admin_url("/targets")).body).expect("http_sd JSON");
