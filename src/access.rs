@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use http::HeaderValue;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use subtle::ConstantTimeEq;
 
 use crate::config::AccessConfig;
@@ -38,22 +38,16 @@ impl AccessControl {
     pub fn new(config: &AccessConfig) -> Result<Self> {
         let credentials = match &config.credentials {
             Some(credentials) => {
-                let expected = credentials.load().map_err(|expected| {
-                    Error::explain(
-                        ErrorType::FileReadError,
-                        format!(
-                            "client credentials file {}: expected {expected}",
-                            credentials.file().display()
-                        ),
-                    )
-                })?;
                 let challenge = HeaderValue::from_static(match credentials {
                     Credentials::Bearer { .. } => "Bearer realm=\"prometheus-tunnel\"",
                     Credentials::Basic { .. } => {
                         "Basic realm=\"prometheus-tunnel\", charset=\"UTF-8\""
                     }
                 });
-                Some((AuthHeader::new(credentials.clone(), expected), challenge))
+                Some((
+                    AuthHeader::load(credentials, "client credentials")?,
+                    challenge,
+                ))
             }
             None => None,
         };

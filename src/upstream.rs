@@ -56,21 +56,11 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the peer template for `exporter` and loads its credentials.
     pub fn new(exporter: &ExporterConfig) -> Result<Self> {
-        let auth = match &exporter.auth {
-            Some(auth) => {
-                let header = auth.load().map_err(|expected| {
-                    Error::explain(
-                        ErrorType::FileReadError,
-                        format!(
-                            "credentials file {}: expected {expected}",
-                            auth.file().display()
-                        ),
-                    )
-                })?;
-                Some(AuthHeader::new(auth.clone(), header))
-            }
-            None => None,
-        };
+        let auth = exporter
+            .auth
+            .as_ref()
+            .map(|auth| AuthHeader::load(auth, "credentials"))
+            .transpose()?;
         let port = exporter.port.get();
         let tls = exporter.scheme == Scheme::Https;
         let resolve_locally = match (&exporter.host, &exporter.proxy) {

@@ -112,6 +112,21 @@ pub struct AuthHeader {
 }
 
 impl AuthHeader {
+    /// Reads `credentials`' file now; `what` names them in the error ("credentials",
+    /// "client credentials").
+    pub fn load(credentials: &Credentials, what: &str) -> pingora_error::Result<Self> {
+        let header = credentials.load().map_err(|expected| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::FileReadError,
+                format!(
+                    "{what} file {}: expected {expected}",
+                    credentials.file().display()
+                ),
+            )
+        })?;
+        Ok(AuthHeader::new(credentials.clone(), header))
+    }
+
     /// Starts from a header already loaded (and so checked) at start-up.
     pub fn new(auth: Credentials, header: HeaderValue) -> Self {
         AuthHeader {
