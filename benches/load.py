@@ -47,6 +47,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def nginx_conf(work: Path, name: str, http_body: str) -> str:
+    """An nginx conf: one worker in the foreground, no access log, long keep-alive."""
+    return f"""
+worker_processes 1;
+daemon off;
+pid {work}/{name}.pid;
+error_log {work}/{name}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+{http_body}
+}}
+"""
+
+
 def wait_port(port: int, limit: float = 10.0) -> None:
     start = time.time()
     while time.time() - start < limit:
@@ -86,20 +102,10 @@ class Lab:
         (root / "big").write_bytes(big)
         port = free_port()
         conf = self.work / "upstream.conf"
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.work}/upstream.pid;
-error_log {self.work}/upstream.err warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
+        conf.write_text(nginx_conf(self.work, "upstream", f"""
     gzip_static on;
     default_type "text/plain; version=0.0.4";
-    server {{ listen 127.0.0.1:{port}; root {root}; }}
-}}
-""")
+    server {{ listen 127.0.0.1:{port}; root {root}; }}"""))
         self._spawn("upstream", [tool("nginx"), "-c", str(conf), "-e", str(self.work / "upstream.err")])
         self.ports["upstream"] = port
         wait_port(port)
@@ -145,15 +151,7 @@ backend be
             self._spawn("haproxy", [tool("haproxy"), "-f", str(conf), "-db"])
         elif name == "nginx":
             conf = self.work / "nginx-proxy.conf"
-            conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.work}/proxy.pid;
-error_log {self.work}/proxy.err warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
+            conf.write_text(nginx_conf(self.work, "proxy", f"""
     upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{port};
@@ -162,9 +160,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-""")
+    }}"""))
             self._spawn("nginx", [tool("nginx"), "-c", str(conf), "-e", str(self.work / "proxy.err")])
         self.ports[name] = port
         try:
