@@ -93,6 +93,23 @@ impl Tunnel {
     }
 
     fn launch(exporter_port: Option<u16>, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
+        // Free ports are picked by binding and releasing them, so a test running in parallel
+        // can pick the same one; the tunnel then refuses to start ("cannot listen") and is
+        // started again on other ports.
+        for _ in 0..5 {
+            if let Some(tunnel) = Self::try_launch(exporter_port, env, args) {
+                return tunnel;
+            }
+        }
+        panic!("the tunnel found its ports taken five times in a row");
+    }
+
+    /// Starts the tunnel and waits until it listens; `None` if its ports were taken.
+    fn try_launch(
+        exporter_port: Option<u16>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Option<Tunnel> {
         let proxy_port = free_port();
         let metrics_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -120,12 +137,20 @@ impl Tunnel {
             log,
         };
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+        // Listening means: this process got past its port check (it logs "forwarding" after
+        // it), it is still running, and the metrics port answers.
+        loop {
             if let Ok(Some(status)) = tunnel.child.try_wait() {
-                panic!(
-                    "the tunnel exited with {status} before listening:\n{}",
-                    tunnel.log()
-                );
+                let log = tunnel.log();
+                if log.contains("cannot listen on") {
+                    return None;
+                }
+                panic!("the tunnel exited with {status} before listening:\n{log}");
+            }
+            if tunnel.log().contains("forwarding ")
+                && TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+            {
+                return Some(tunnel);
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
@@ -134,7 +159,6 @@ impl Tunnel {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        tunnel
     }
 
     /// `http://127.0.0.1:<proxy port><path>`.
