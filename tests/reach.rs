@@ -258,6 +258,16 @@ fn connect_proxy_carries_the_scrape_and_its_loss_fails_it() {
         "body differs through the CONNECT proxy"
     );
     assert_eq!(exporter.seen()[0].target, "/metrics?x=1");
+    // Later scrapes reuse the tunnel through the proxy (Pingora checks a pooled connection's
+    // peer address before reuse, which through a proxy is the proxy's).
+    for _ in 0..4 {
+        assert_eq!(get(&tunnel.url("/metrics")).status, 200);
+    }
+    assert_eq!(
+        exporter.connections(),
+        1,
+        "each scrape opened a new tunnel through the proxy"
+    );
 
     proxy.stop();
     assert_eq!(
@@ -281,7 +291,8 @@ fn https_exporter_through_the_connect_proxy() {
     let page = exporter_page(20_000);
     let (_exporter, port) = https_exporter(&pki, "server", &page_file(dir.path(), &page), None);
     let (mut proxy, proxy_port) = tinyproxy(dir.path(), None);
-    let url = format!("http://127.0.0.1:{proxy_port}");
+    // The proxy by name: the tunnel resolves it and dials what it resolved.
+    let url = format!("http://localhost:{proxy_port}");
     let tunnel = Tunnel::start(
         port,
         &[
@@ -345,9 +356,18 @@ fn socks5_proxy_carries_the_scrape_and_its_loss_fails_it() {
             exporter.port,
             &[("SERVER_IP", "localhost"), ("UPSTREAM_PROXY", &url)],
         );
+        let connections_before = exporter.connections();
         let answer = get(&tunnel.url("/metrics"));
         assert_eq!(answer.status, 200, "{scheme}: {}", tunnel.log());
         assert!(answer.body == page, "{scheme}: body differs through SOCKS5");
+        for _ in 0..4 {
+            assert_eq!(get(&tunnel.url("/metrics")).status, 200);
+        }
+        assert_eq!(
+            exporter.connections() - connections_before,
+            1,
+            "{scheme}: each scrape opened a new tunnel through the proxy"
+        );
         proxy.stop();
         assert_eq!(
             get(&tunnel.url("/metrics")).status,

@@ -2,6 +2,8 @@
 //! tunnelled TCP stream (`PeerOptions::custom_l4`): Pingora then does TLS, pooling and timeouts
 //! on top as it does for a direct connection.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use pingora_core::connectors::L4Connect;
@@ -12,10 +14,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_socks::tcp::Socks5Stream;
 
+use super::address::CachedAddress;
 use super::forward_proxy::{ForwardProxy, ProxyProtocol};
 
 /// The longest CONNECT answer header read from a proxy.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
+
+/// What a SOCKS5 proxy is asked to connect to.
+#[derive(Debug)]
+pub enum SocksTarget {
+    /// The exporter's configured IP address.
+    Address(std::net::SocketAddr),
+    /// The exporter's name, resolved by the tunnel (`socks5://`) when a connection is made.
+    Resolve(Arc<CachedAddress>),
+    /// The exporter's name as configured, for the proxy to resolve (`socks5h://`; CONNECT
+    /// always sends the name).
+    Name,
+}
 
 /// Reaches one exporter (`target_host:target_port`) through one forward proxy.
 #[derive(Debug)]
@@ -25,13 +40,20 @@ pub struct ProxyConnector {
     /// socks5h), so exporters whose names only the proxy's side can resolve are reachable.
     target_host: String,
     target_port: u16,
+    socks_target: SocksTarget,
     /// The CONNECT request, built once.
     connect_request: Vec<u8>,
 }
 
 impl ProxyConnector {
-    /// A connector to `target_host:target_port` through `proxy`.
-    pub fn new(proxy: ForwardProxy, target_host: String, target_port: u16) -> Self {
+    /// A connector to `target_host:target_port` through `proxy`, asking a SOCKS5 proxy for
+    /// `socks_target`.
+    pub fn new(
+        proxy: ForwardProxy,
+        target_host: String,
+        target_port: u16,
+        socks_target: SocksTarget,
+    ) -> Self {
         let authority = if target_host.contains(':') {
             format!("[{target_host}]:{target_port}")
         } else {
@@ -48,6 +70,7 @@ impl ProxyConnector {
             proxy,
             target_host,
             target_port,
+            socks_target,
             connect_request: request.into_bytes(),
         }
     }
@@ -103,33 +126,23 @@ impl ProxyConnector {
         }
     }
 
-    async fn socks5(&self, tcp: TcpStream, resolved: &SocketAddr) -> Result<TcpStream> {
-        let remote_dns = self.proxy.protocol == (ProxyProtocol::Socks5 { remote_dns: true });
-        let stream = match (&self.proxy.credentials, remote_dns, resolved) {
-            // socks5:// sends the address the tunnel resolved.
-            (None, false, SocketAddr::Inet(addr)) => {
-                Socks5Stream::connect_with_socket(tcp, *addr).await
-            }
-            (Some(c), false, SocketAddr::Inet(addr)) => {
-                Socks5Stream::connect_with_password_and_socket(tcp, *addr, &c.username, &c.password)
+    async fn socks5(&self, tcp: TcpStream) -> Result<TcpStream> {
+        let resolved = match &self.socks_target {
+            SocksTarget::Address(addr) => Some(*addr),
+            SocksTarget::Resolve(name) => Some(name.get().await?),
+            SocksTarget::Name => None,
+        };
+        let name = (self.target_host.as_str(), self.target_port);
+        let stream = match (&self.proxy.credentials, resolved) {
+            (None, Some(addr)) => Socks5Stream::connect_with_socket(tcp, addr).await,
+            (Some(c), Some(addr)) => {
+                Socks5Stream::connect_with_password_and_socket(tcp, addr, &c.username, &c.password)
                     .await
             }
-            // socks5h:// lets the proxy resolve the name.
-            (None, _, _) => {
-                Socks5Stream::connect_with_socket(
-                    tcp,
-                    (self.target_host.as_str(), self.target_port),
-                )
-                .await
-            }
-            (Some(c), _, _) => {
-                Socks5Stream::connect_with_password_and_socket(
-                    tcp,
-                    (self.target_host.as_str(), self.target_port),
-                    &c.username,
-                    &c.password,
-                )
-                .await
+            (None, None) => Socks5Stream::connect_with_socket(tcp, name).await,
+            (Some(c), None) => {
+                Socks5Stream::connect_with_password_and_socket(tcp, name, &c.username, &c.password)
+                    .await
             }
         };
         stream
@@ -140,15 +153,20 @@ impl ProxyConnector {
 
 #[async_trait]
 impl L4Connect for ProxyConnector {
+    /// `addr` is the proxy's address (the peer's, which Pingora also checks a pooled
+    /// connection against before reusing it).
     async fn connect(&self, addr: &SocketAddr) -> Result<Stream> {
-        let tcp = TcpStream::connect((self.proxy.host.as_str(), self.proxy.port))
+        let SocketAddr::Inet(proxy_addr) = addr else {
+            return Err(self.fail("a proxy is reached over TCP only"));
+        };
+        let tcp = TcpStream::connect(*proxy_addr)
             .await
             .map_err(|e| self.fail(format_args!("cannot connect to the proxy: {e}")))?;
         // Scrapes are small request/response exchanges: do not wait to fill segments.
         let _ = tcp.set_nodelay(true);
         let tcp = match self.proxy.protocol {
             ProxyProtocol::HttpConnect => self.http_connect(tcp).await?,
-            ProxyProtocol::Socks5 { .. } => self.socks5(tcp, addr).await?,
+            ProxyProtocol::Socks5 { .. } => self.socks5(tcp).await?,
         };
         Ok(Stream::from(tcp))
     }
