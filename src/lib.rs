@@ -15,6 +15,7 @@ pub mod ip_range;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod pacemaker;
 pub mod proxy;
 pub mod reload;
 pub mod service;

@@ -101,6 +101,7 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        crate::pacemaker::ensure_started();
         let Some(_slot) = ConnectionSlot::take(&self.open, self.limits.max_connections) else {
             METRICS
                 .connection_rejected(ConnectionRejection::Limit)
