@@ -300,7 +300,6 @@ impl TargetMetrics {
     ) {
         let handles = self.handles();
         let families = &METRICS.families;
-        handles.requests.inc();
         handles.duration.observe(seconds);
         match COMMON_STATUSES.iter().position(|s| *s == status) {
             Some(i) => handles.statuses[i]
@@ -331,6 +330,9 @@ impl TargetMetrics {
                 .get_or_init(|| families.upstream_up.with_label_values(&self.labels("")))
                 .set(i64::from(up));
         }
+        // Last, so that a scrape which sees this request counted also sees its status, its
+        // duration and its error (the tests wait on this counter before reading the others).
+        handles.requests.inc();
     }
 
     /// Removes the target's series, when a reload drops it.

@@ -92,8 +92,9 @@ pub struct RequestCtx {
     forwarded_path: Option<String>,
     /// Whether a connection to the exporter was attempted.
     forwarded: bool,
-    /// Keeps `proxy_in_flight_requests` right even if the request is dropped mid-way.
-    _in_flight: InFlight,
+    /// Keeps `proxy_in_flight_requests` right even if the request is dropped mid-way; taken
+    /// in `logging`, before the request is counted as done.
+    in_flight: Option<InFlight>,
 }
 
 /// Counts a request in `proxy_in_flight_requests` for as long as it lives.
@@ -123,7 +124,7 @@ impl ProxyHttp for TunnelProxy {
             target: None,
             forwarded_path: None,
             forwarded: false,
-            _in_flight: InFlight::enter(),
+            in_flight: Some(InFlight::enter()),
         }
     }
 
@@ -340,6 +341,8 @@ impl ProxyHttp for TunnelProxy {
                 None,
             ),
         };
+        // Out of flight before counted as done, so no scrape sees both.
+        drop(ctx.in_flight.take());
         let metrics = ctx
             .target
             .as_ref()

@@ -275,7 +275,7 @@ fn connect_proxy_carries_the_scrape_and_its_loss_fails_it() {
         502,
         "the scrape did not go through the proxy"
     );
-    let m = tunnel.metrics_after(2);
+    let m = tunnel.metrics_after(6);
     assert_eq!(
         m.value("proxy_upstream_errors_total", &[("kind", "proxy")]),
         1.0
