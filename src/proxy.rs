@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
@@ -116,6 +117,11 @@ impl Drop for InFlight {
 #[async_trait]
 impl ProxyHttp for TunnelProxy {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default adds a response-compression module, disabled,
+    /// whose context is still built and consulted for every response; the tunnel passes the
+    /// exporter's encoding through and never compresses.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
