@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::Result;
 
 use crate::config::{ExporterConfig, ExporterHost, Scheme};
@@ -83,6 +83,10 @@ impl Upstream {
         opts.ca = exporter.tls.ca.clone();
         opts.verify_cert = exporter.tls.verify;
         opts.verify_hostname = exporter.tls.verify;
+        // Pingora strips the hop-by-hop headers (and those `Connection` names) before the
+        // request filters run; an exporter is never upgraded to a WebSocket, so no upgrade
+        // handshake is forwarded either.
+        opts.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         if let Some(proxy) = &exporter.proxy {
             // plain socks5:// is sent an address the tunnel resolved; CONNECT and socks5h://
             // are sent the name, for the proxy's side to resolve.

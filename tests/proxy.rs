@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::upstream::Exporter;
-use common::{agent, exporter_page, free_port, get, request, Tunnel};
+use common::{agent, exporter_page, free_port, get, raw_exchange, raw_status, request, Tunnel};
 
 #[test]
 fn forwards_a_60k_page_byte_exact_with_path_query_and_host() {
@@ -51,6 +51,50 @@ fn head_is_forwarded_and_headers_pass_through() {
         Some("application/openmetrics-text")
     );
     assert_eq!(seen[0].header("accept-encoding"), Some("gzip"));
+}
+
+#[test]
+fn hop_by_hop_headers_and_upgrades_stay_with_the_client() {
+    let exporter = Exporter::start(exporter_page(1000));
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let request = "GET /metrics HTTP/1.1\r\nHost: tunnel\r\n\
+        Connection: Upgrade, X-Client-Hop\r\nUpgrade: websocket\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+        X-Client-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+        TE: trailers\r\nAccept: text/plain\r\nX-Prometheus-Scrape-Timeout-Seconds: 5\r\n\r\n";
+    let answer = raw_exchange(
+        tunnel.proxy_port,
+        request.as_bytes(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        raw_status(&answer),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = exporter.seen();
+    assert_eq!(seen.len(), 1);
+    for hop in [
+        "connection",
+        "upgrade",
+        "x-client-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+    ] {
+        assert_eq!(
+            seen[0].header(hop),
+            None,
+            "{hop} reached the exporter: {:?}",
+            seen[0].headers
+        );
+    }
+    assert_eq!(seen[0].header("accept"), Some("text/plain"));
+    assert_eq!(
+        seen[0].header("x-prometheus-scrape-timeout-seconds"),
+        Some("5")
+    );
 }
 
 #[test]

@@ -1,23 +1,16 @@
-//! The request as it goes to the exporter: `Host` set to the exporter, hop-by-hop headers
-//! dropped, the `target` parameter removed, credentials applied. Everything else, path, query,
-//! `Accept`, `Accept-Encoding`, Prometheus' own headers, passes unchanged.
+//! The request as it goes to the exporter: `Host` set to the exporter, the `target` parameter
+//! removed, credentials applied. Everything else, path, query, `Accept`, `Accept-Encoding`,
+//! Prometheus' own headers, passes unchanged. Hop-by-hop headers (`Connection` and what it
+//! names, `Keep-Alive`, `Upgrade`, `TE`, ...) are already gone: Pingora strips them before this
+//! runs, under the peer's `deny_upgrades` policy (see `upstream.rs`).
 
 use std::time::Instant;
 
-use http::header::{HeaderName, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http::header::{AUTHORIZATION, HOST};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use crate::targets::Target;
-
-/// Headers that describe the client's connection, not the request; the exporter connection is
-/// the tunnel's own and is kept alive whatever the client asked for.
-const HOP_BY_HOP: [HeaderName; 4] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    UPGRADE,
-];
 
 /// Rewrites `req` for `target`. `forwarded_path` is the path and query without `target`, when
 /// the request had that parameter; `strip_client_auth` drops an `Authorization` that was the
@@ -30,9 +23,6 @@ pub fn prepare_upstream_request(
     strip_client_auth: bool,
 ) -> Result<()> {
     req.insert_header(HOST, target.host_header.clone())?;
-    for name in &HOP_BY_HOP {
-        req.remove_header(name);
-    }
     if let Some(path) = forwarded_path {
         let uri = path.parse().map_err(|e| {
             Error::because(
