@@ -103,7 +103,10 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=2000, help="scrapes in the larger run")
     parser.add_argument("--gzip", action="store_true", help="ask for the gzip-encoded page")
     parser.add_argument("--out", type=Path, default=load.ROOT / "benches" / "results")
+    parser.add_argument("--binary", type=Path, default=load.TUNNEL,
+                        help="another tunnel build to count (to compare two builds of a change)")
     args = parser.parse_args()
+    load.TUNNEL = args.binary.resolve()
     if not load.TUNNEL.exists():
         sys.exit("build the tunnel first: benches/instructions.sh does")
     few = max(args.scrapes // 4, 100)
