@@ -102,6 +102,7 @@ impl Upstream {
                 exporter_host,
                 port,
                 target,
+                exporter.timeout,
             )));
         }
         // The deadline is set per request; these are the ceilings.
@@ -120,7 +121,7 @@ impl Upstream {
     pub async fn peer(&self, deadline: Duration) -> Result<Box<HttpPeer>> {
         let mut peer = Box::new(self.template.clone());
         if let DialAddress::Named(name) = &self.dial {
-            peer._address = PeerAddr::Inet(name.get().await?);
+            peer._address = PeerAddr::Inet(name.get(deadline).await?);
         }
         let opts = &mut peer.options;
         opts.connection_timeout = Some(deadline);

@@ -45,9 +45,10 @@ impl CachedAddress {
         }
     }
 
-    /// The address now: cached for [`RESOLVE_INTERVAL`]; when a fresh lookup fails, the last
-    /// good address is used rather than failing the scrape.
-    pub async fn get(&self) -> Result<SocketAddr> {
+    /// The address now: cached for [`RESOLVE_INTERVAL`]; when a fresh lookup fails or takes
+    /// longer than `limit` (the scrape's deadline: the system resolver can hang for its own
+    /// retries), the last good address is used rather than failing the scrape.
+    pub async fn get(&self, limit: Duration) -> Result<SocketAddr> {
         let cached = self.resolved.load();
         if let Some(r) = cached.as_deref() {
             if r.at.elapsed() < RESOLVE_INTERVAL {
@@ -55,35 +56,38 @@ impl CachedAddress {
             }
         }
         let (role, name) = (self.role, &self.name);
-        let looked_up = tokio::net::lookup_host((name.as_str(), self.port))
-            .await
-            .map(|mut addrs| addrs.next());
-        match (looked_up, cached.as_deref()) {
-            (Ok(Some(addr)), _) => {
-                self.resolved.store(Some(Arc::new(Resolved {
-                    addr,
-                    at: Instant::now(),
-                })));
-                Ok(addr)
-            }
-            (Ok(None), Some(last)) | (Err(_), Some(last)) => {
-                warn!(
-                    "{role} {name} did not resolve; using its last address {}",
-                    last.addr
-                );
-                Ok(last.addr)
-            }
-            (Ok(None), None) => Err(Error::explain(
-                ErrorType::Custom(DNS_ERROR),
-                format!("{role} {name} resolved to no address"),
-            )
-            .into_up()),
-            (Err(e), None) => Err(Error::because(
+        let looked_up =
+            tokio::time::timeout(limit, tokio::net::lookup_host((name.as_str(), self.port))).await;
+        let failure = match looked_up {
+            Ok(Ok(mut addrs)) => match addrs.next() {
+                Some(addr) => {
+                    self.resolved.store(Some(Arc::new(Resolved {
+                        addr,
+                        at: Instant::now(),
+                    })));
+                    return Ok(addr);
+                }
+                None => Error::explain(
+                    ErrorType::Custom(DNS_ERROR),
+                    format!("{role} {name} resolved to no address"),
+                ),
+            },
+            Ok(Err(e)) => Error::because(
                 ErrorType::Custom(DNS_ERROR),
                 format!("{role} {name} did not resolve"),
                 e,
-            )
-            .into_up()),
+            ),
+            Err(_) => Error::explain(
+                ErrorType::Custom(DNS_ERROR),
+                format!("{role} {name} did not resolve within {limit:?}"),
+            ),
+        };
+        match cached.as_deref() {
+            Some(last) => {
+                warn!("{failure}; using its last address {}", last.addr);
+                Ok(last.addr)
+            }
+            None => Err(failure.into_up()),
         }
     }
 }
@@ -108,11 +112,73 @@ impl DialAddress {
         }
     }
 
-    /// The address to dial now.
-    pub async fn get(&self) -> Result<SocketAddr> {
+    /// The address to dial now, a lookup taking at most `limit`.
+    pub async fn get(&self, limit: Duration) -> Result<SocketAddr> {
         match self {
             DialAddress::Fixed(addr) => Ok(*addr),
-            DialAddress::Named(cached) => cached.get().await,
+            DialAddress::Named(cached) => cached.get(limit).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_name_is_cached_and_a_failed_lookup_falls_back_to_the_last_address() {
+        runtime().block_on(async {
+            let limit = Duration::from_secs(10);
+            let name = CachedAddress::new("exporter host", "localhost".to_string(), 9100);
+            let addr = name.get(limit).await.expect("localhost resolves");
+            assert_eq!(addr.port(), 9100);
+            assert!(addr.ip().is_loopback());
+
+            // `.invalid` never resolves (RFC 2606): with no last address, the error names it.
+            let missing = CachedAddress::new("proxy host", "no-such-host.invalid".to_string(), 1);
+            let e = missing.get(limit).await.expect_err(".invalid resolved");
+            assert!(
+                e.to_string()
+                    .contains("proxy host no-such-host.invalid did not resolve"),
+                "{e}"
+            );
+            // With a last address older than RESOLVE_INTERVAL, that address is used.
+            let stale = Instant::now()
+                .checked_sub(RESOLVE_INTERVAL)
+                .expect("clock far enough from its start");
+            missing
+                .resolved
+                .store(Some(Arc::new(Resolved { addr, at: stale })));
+            assert_eq!(missing.get(limit).await.expect("last good"), addr);
+            // A fresh one is used without a lookup.
+            missing.resolved.store(Some(Arc::new(Resolved {
+                addr,
+                at: Instant::now(),
+            })));
+            assert_eq!(missing.get(Duration::ZERO).await.expect("cached"), addr);
+        });
+    }
+
+    #[test]
+    fn addresses_are_fixed_and_names_are_resolved() {
+        assert!(matches!(
+            DialAddress::new("proxy host", "10.0.0.1", 3128),
+            DialAddress::Fixed(a) if a.to_string() == "10.0.0.1:3128"
+        ));
+        assert!(matches!(
+            DialAddress::new("proxy host", "::1", 3128),
+            DialAddress::Fixed(a) if a.to_string() == "[::1]:3128"
+        ));
+        assert!(matches!(
+            DialAddress::new("proxy host", "proxy.corp", 3128),
+            DialAddress::Named(_)
+        ));
     }
 }

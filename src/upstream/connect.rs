@@ -3,6 +3,7 @@
 //! on top as it does for a direct connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -41,18 +42,22 @@ pub struct ProxyConnector {
     target_host: String,
     target_port: u16,
     socks_target: SocksTarget,
+    /// The longest a `socks5://` lookup of the exporter's name may take: `UPSTREAM_TIMEOUT`,
+    /// the ceiling of every scrape's deadline (Pingora bounds the connection as a whole too).
+    resolve_limit: Duration,
     /// The CONNECT request, built once.
     connect_request: Vec<u8>,
 }
 
 impl ProxyConnector {
     /// A connector to `target_host:target_port` through `proxy`, asking a SOCKS5 proxy for
-    /// `socks_target`.
+    /// `socks_target` (resolved within `resolve_limit` when it is a name to resolve).
     pub fn new(
         proxy: ForwardProxy,
         target_host: String,
         target_port: u16,
         socks_target: SocksTarget,
+        resolve_limit: Duration,
     ) -> Self {
         let authority = if target_host.contains(':') {
             format!("[{target_host}]:{target_port}")
@@ -71,6 +76,7 @@ impl ProxyConnector {
             target_host,
             target_port,
             socks_target,
+            resolve_limit,
             connect_request: request.into_bytes(),
         }
     }
@@ -129,7 +135,7 @@ impl ProxyConnector {
     async fn socks5(&self, tcp: TcpStream) -> Result<TcpStream> {
         let resolved = match &self.socks_target {
             SocksTarget::Address(addr) => Some(*addr),
-            SocksTarget::Resolve(name) => Some(name.get().await?),
+            SocksTarget::Resolve(name) => Some(name.get(self.resolve_limit).await?),
             SocksTarget::Name => None,
         };
         let name = (self.target_host.as_str(), self.target_port);
