@@ -3,7 +3,7 @@
 
 One shared upstream (nginx serving a captured node_exporter page), then each proxy in front of
 it with one thread or worker and upstream keep-alive on, measured in alternating rounds with wrk:
-requests/s at 32 connections, p50 and p99 at 1 connection, and for the tunnel its RSS and CPU
+requests/s at 32 connections, p50 and p99 at 1 connection, and for each proxy its peak RSS and CPU
 seconds per 10,000 scrapes. Every figure is printed as a ratio to HAProxy and to nginx, for the
 plain page, the gzip-encoded page Prometheus asks for, and a 5 MB (kube-state-metrics sized) page.
 
@@ -183,12 +183,22 @@ backend be
                 child.kill()
 
 
-def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int) -> dict:
+def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int,
+        watch_pid: int | None = None) -> dict:
+    """One wrk run; with `watch_pid`, also the peak RSS of that process (and its children)
+    sampled every 0.2 s while wrk runs."""
     cmd = [tool("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(f"http://127.0.0.1:{port}/{path}")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_rss = 0.0
+    while watch_pid is not None and child.poll() is None:
+        peak_rss = max(peak_rss, rss_mib(watch_pid))
+        time.sleep(0.2)
+    out, err = child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"wrk failed: {err}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -206,6 +216,7 @@ def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int
         "p99_us": pct("99"),
         "errors": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1) if socket_errors else "",
+        "peak_rss_mib": peak_rss,
     }
 
 
@@ -246,7 +257,7 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict:
                 port = lab.ports[proxy]
                 pid = lab.children[proxy].pid
                 cpu_before = cpu_seconds(pid)
-                thr = wrk(port, spec["file"], spec["headers"], 32, seconds)
+                thr = wrk(port, spec["file"], spec["headers"], 32, seconds, watch_pid=pid)
                 cpu = cpu_seconds(pid) - cpu_before
                 lat = wrk(port, spec["file"], spec["headers"], 1, max(2, seconds // 2))
                 entry = {
@@ -256,7 +267,8 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict:
                     "errors": thr["errors"] + lat["errors"],
                 }
                 entry["cpu_s_per_10k"] = cpu / thr["requests"] * 10_000 if thr["requests"] else None
-                entry["rss_mib"] = rss_mib(pid)
+                # The peak while 32 connections were being served, not what is left after.
+                entry["rss_mib"] = thr["peak_rss_mib"]
                 results[scenario][proxy].append(entry)
                 print(f"round {r + 1} {scenario:>18} {proxy:>8}: {thr['rps']:>9.0f} req/s, "
                       f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us", flush=True)
@@ -293,7 +305,7 @@ def markdown(summary: dict, meta: dict) -> str:
                 f"| {s['p50_us']:.0f} us ({s['p50_us'] / h['p50_us']:.2f}x) | {s['p99_us']:.0f} us | {s['errors']} |"
             )
     lines.append("")
-    lines.append("| page | proxy | RSS under load | CPU seconds per 10,000 scrapes | vs HAProxy | vs nginx |")
+    lines.append("| page | proxy | peak RSS under load | CPU seconds per 10,000 scrapes | vs HAProxy | vs nginx |")
     lines.append("|---|---|---|---|---|---|")
     for scenario, by_proxy in summary.items():
         h, n = by_proxy["haproxy"], by_proxy["nginx"]
