@@ -7,21 +7,33 @@
 #   openssl                   makes the certificates of the TLS tests
 #   curl                      the TLS client (with a client certificate) of the proxy-port TLS test
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
-# Usage: scripts/deps.sh [build|test]   (build: cmake only)
+# and for the benches (benches/run.sh, benches/instructions.sh):
+#   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
+#   valgrind                  callgrind, which counts instructions per scrape
+# Usage: scripts/deps.sh [build|test|bench|callgrind]   (build: cmake only)
 set -euo pipefail
 
 want=(cmake)
-if [ "${1:-test}" = test ]; then
-  want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl curl)
-fi
+case "${1:-test}" in
+  build) ;;
+  test) want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl curl) ;;
+  bench) want+=(nginx haproxy wrk) ;;
+  callgrind) want+=(nginx valgrind) ;;
+  *)
+    echo "usage: scripts/deps.sh [build|test|bench|callgrind], not: $1" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for pkg in "${want[@]}"; do
-  if ! command -v "$pkg" >/dev/null 2>&1; then
+  # nginx and haproxy install to /usr/sbin, which is not on every user's PATH.
+  if ! command -v "$pkg" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$pkg" ]; then
     missing+=("$pkg")
   fi
 done
-if [ "${1:-test}" = test ] && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+# The chart tests and the bench's chart run in a virtualenv.
+if { [ "${1:-test}" = test ] || [ "${1:-test}" = bench ]; } && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
