@@ -19,9 +19,9 @@ use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_error::Result;
 
 use crate::config::{ExporterConfig, ExporterHost, Scheme};
-use address::{CachedAddress, DialAddress};
+use address::DialAddress;
 pub use address::{DNS_ERROR, RESOLVE_INTERVAL};
-use connect::{ProxyConnector, SocksTarget};
+use connect::ProxyConnector;
 use credentials::AuthHeader;
 
 /// The exporter scrapes are forwarded to, and what it takes to build a peer for it.
@@ -90,18 +90,14 @@ impl Upstream {
         if let Some(proxy) = &exporter.proxy {
             // plain socks5:// is sent an address the tunnel resolved; CONNECT and socks5h://
             // are sent the name, for the proxy's side to resolve.
-            let target = match (&exporter.host, proxy.needs_local_dns()) {
-                (ExporterHost::Ip(ip), _) => SocksTarget::Address(SocketAddr::new(*ip, port)),
-                (ExporterHost::Name(name), true) => SocksTarget::Resolve(Arc::new(
-                    CachedAddress::new("exporter host", name.clone(), port),
-                )),
-                (ExporterHost::Name(_), false) => SocksTarget::Name,
-            };
+            let socks_address = (matches!(exporter.host, ExporterHost::Ip(_))
+                || proxy.needs_local_dns())
+            .then(|| DialAddress::new("exporter host", &exporter_host, port));
             opts.custom_l4 = Some(Arc::new(ProxyConnector::new(
                 proxy.clone(),
                 exporter_host,
                 port,
-                target,
+                socks_address,
                 exporter.timeout,
             )));
         }

@@ -2,7 +2,6 @@
 //! tunnelled TCP stream (`PeerOptions::custom_l4`): Pingora then does TLS, pooling and timeouts
 //! on top as it does for a direct connection.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,23 +14,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_socks::tcp::Socks5Stream;
 
-use super::address::CachedAddress;
+use super::address::DialAddress;
 use super::forward_proxy::{ForwardProxy, ProxyProtocol};
 
 /// The longest CONNECT answer header read from a proxy.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
-
-/// What a SOCKS5 proxy is asked to connect to.
-#[derive(Debug)]
-pub enum SocksTarget {
-    /// The exporter's configured IP address.
-    Address(std::net::SocketAddr),
-    /// The exporter's name, resolved by the tunnel (`socks5://`) when a connection is made.
-    Resolve(Arc<CachedAddress>),
-    /// The exporter's name as configured, for the proxy to resolve (`socks5h://`; CONNECT
-    /// always sends the name).
-    Name,
-}
 
 /// Reaches one exporter (`target_host:target_port`) through one forward proxy.
 #[derive(Debug)]
@@ -41,7 +28,9 @@ pub struct ProxyConnector {
     /// socks5h), so exporters whose names only the proxy's side can resolve are reachable.
     target_host: String,
     target_port: u16,
-    socks_target: SocksTarget,
+    /// The address a SOCKS5 proxy is sent (`socks5://`, or an exporter given by IP address);
+    /// `None` sends the name as configured, for the proxy to resolve (`socks5h://`).
+    socks_address: Option<DialAddress>,
     /// The longest a `socks5://` lookup of the exporter's name may take: `UPSTREAM_TIMEOUT`,
     /// the ceiling of every scrape's deadline (Pingora bounds the connection as a whole too).
     resolve_limit: Duration,
@@ -51,12 +40,12 @@ pub struct ProxyConnector {
 
 impl ProxyConnector {
     /// A connector to `target_host:target_port` through `proxy`, asking a SOCKS5 proxy for
-    /// `socks_target` (resolved within `resolve_limit` when it is a name to resolve).
+    /// `socks_address` (resolved within `resolve_limit` when it is a name to resolve).
     pub fn new(
         proxy: ForwardProxy,
         target_host: String,
         target_port: u16,
-        socks_target: SocksTarget,
+        socks_address: Option<DialAddress>,
         resolve_limit: Duration,
     ) -> Self {
         let authority = if target_host.contains(':') {
@@ -75,7 +64,7 @@ impl ProxyConnector {
             proxy,
             target_host,
             target_port,
-            socks_target,
+            socks_address,
             resolve_limit,
             connect_request: request.into_bytes(),
         }
@@ -133,10 +122,9 @@ impl ProxyConnector {
     }
 
     async fn socks5(&self, tcp: TcpStream) -> Result<TcpStream> {
-        let resolved = match &self.socks_target {
-            SocksTarget::Address(addr) => Some(*addr),
-            SocksTarget::Resolve(name) => Some(name.get(self.resolve_limit).await?),
-            SocksTarget::Name => None,
+        let resolved = match &self.socks_address {
+            Some(address) => Some(address.get(self.resolve_limit).await?),
+            None => None,
         };
         let name = (self.target_host.as_str(), self.target_port);
         let stream = match (&self.proxy.credentials, resolved) {
