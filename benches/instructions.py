@@ -14,7 +14,6 @@ debug symbols in release mode.) Result: benches/results/instructions.md.
 
 import argparse
 import http.client
-import os
 import re
 import signal
 import subprocess
@@ -29,24 +28,15 @@ import load  # noqa: E402  (the bench's upstream and helpers)
 
 def scrape_under_callgrind(work: Path, upstream_port: int, scrapes: int, gzip: bool) -> tuple[int, Path]:
     """Runs the tunnel under callgrind for `scrapes` scrapes; returns its total instructions."""
-    port, metrics_port = load.free_port(), load.free_port()
+    port = load.free_port()
     conf = work / "tunnel.yaml"
-    conf.write_text("version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n")
+    conf.write_text(load.TUNNEL_CONF)
     out = work / f"callgrind.{scrapes}.out"
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "SERVER_IP": "127.0.0.1",
-        "SERVER_PORT": str(upstream_port),
-        "LISTEN_ADDRESS": "127.0.0.1",
-        "LISTEN_PORT": str(port),
-        "METRICS_PORT": str(metrics_port),
-        "RUST_LOG": "warn",
-    }
     log = open(work / f"tunnel.{scrapes}.log", "w")
     child = subprocess.Popen(
         [load.tool("valgrind"), "--tool=callgrind", f"--callgrind-out-file={out}",
          str(load.TUNNEL), "-c", str(conf)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=load.tunnel_env(upstream_port, port), stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         load.wait_port(port, limit=60)

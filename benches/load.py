@@ -63,6 +63,24 @@ http {{
 """
 
 
+# The tunnel's Pingora conf in every bench: one thread, as the other proxies get; a quick stop.
+TUNNEL_CONF = "version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
+
+
+def tunnel_env(upstream_port: int, port: int) -> dict[str, str]:
+    """The tunnel's environment: the upstream on loopback, the proxy port `port`, and a free
+    metrics port."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "SERVER_IP": "127.0.0.1",
+        "SERVER_PORT": str(upstream_port),
+        "LISTEN_ADDRESS": "127.0.0.1",
+        "LISTEN_PORT": str(port),
+        "METRICS_PORT": str(free_port()),
+        "RUST_LOG": "warn",
+    }
+
+
 def wait_port(port: int, limit: float = 10.0) -> None:
     start = time.time()
     while time.time() - start < limit:
@@ -115,20 +133,9 @@ class Lab:
         port = free_port()
         if name == "tunnel" or name in EXTRA_TUNNELS:
             conf = self.work / f"{name}.yaml"
-            conf.write_text("version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
-                            + EXTRA_CONF.get(name, ""))
-            metrics_port = free_port()
-            env = {
-                "PATH": os.environ.get("PATH", ""),
-                "SERVER_IP": "127.0.0.1",
-                "SERVER_PORT": str(up),
-                "LISTEN_ADDRESS": "127.0.0.1",
-                "LISTEN_PORT": str(port),
-                "METRICS_PORT": str(metrics_port),
-                "RUST_LOG": "warn",
-            }
+            conf.write_text(TUNNEL_CONF + EXTRA_CONF.get(name, ""))
             binary = EXTRA_TUNNELS.get(name, str(TUNNEL))
-            self._spawn(name, [binary, "-c", str(conf)], env=env)
+            self._spawn(name, [binary, "-c", str(conf)], env=tunnel_env(up, port))
         elif name == "haproxy":
             conf = self.work / "haproxy.cfg"
             conf.write_text(f"""
