@@ -404,34 +404,28 @@ fn socks5_credentials_accepted_and_refused() {
 #[test]
 fn names_that_do_not_resolve_are_502_counted_as_dns_and_named_in_the_log() {
     // `.invalid` never resolves (RFC 2606).
-    let exporter = Tunnel::start(free_port(), &[("SERVER_IP", "no-such-exporter.invalid")]);
-    assert_eq!(get(&exporter.url("/metrics")).status, 502);
-    let m = exporter.metrics_after(1);
-    assert_eq!(
-        m.value("proxy_upstream_errors_total", &[("kind", "dns")]),
-        1.0
-    );
-    let log = exporter.log_with("did not resolve");
-    assert!(
-        log.contains("exporter host no-such-exporter.invalid did not resolve"),
-        "{log}"
-    );
-
-    let proxied = Tunnel::start(
-        free_port(),
-        &[("UPSTREAM_PROXY", "http://no-such-proxy.invalid:3128")],
-    );
-    assert_eq!(get(&proxied.url("/metrics")).status, 502);
-    let m = proxied.metrics_after(1);
-    assert_eq!(
-        m.value("proxy_upstream_errors_total", &[("kind", "dns")]),
-        1.0
-    );
-    let log = proxied.log_with("did not resolve");
-    assert!(
-        log.contains("proxy host no-such-proxy.invalid did not resolve"),
-        "{log}"
-    );
+    let cases = [
+        (
+            ("SERVER_IP", "no-such-exporter.invalid"),
+            "exporter host no-such-exporter.invalid did not resolve",
+        ),
+        (
+            ("UPSTREAM_PROXY", "http://no-such-proxy.invalid:3128"),
+            "proxy host no-such-proxy.invalid did not resolve",
+        ),
+    ];
+    for (setting, logged) in cases {
+        let tunnel = Tunnel::start(free_port(), &[setting]);
+        assert_eq!(get(&tunnel.url("/metrics")).status, 502, "{setting:?}");
+        let m = tunnel.metrics_after(1);
+        assert_eq!(
+            m.value("proxy_upstream_errors_total", &[("kind", "dns")]),
+            1.0,
+            "{setting:?}"
+        );
+        let log = tunnel.log_with("did not resolve");
+        assert!(log.contains(logged), "{log}");
+    }
 }
 
 #[test]
