@@ -47,7 +47,10 @@ impl CachedAddress {
 
     /// The address now: cached for [`RESOLVE_INTERVAL`]; when a fresh lookup fails or takes
     /// longer than `limit` (the scrape's deadline: the system resolver can hang for its own
-    /// retries), the last good address is used rather than failing the scrape.
+    /// retries), the last good address is used rather than failing the scrape. With a last
+    /// address to fall back on, the lookup gets half of `limit`, so the scrape keeps the other
+    /// half, and a failed one is not tried again for another interval: a resolver that hangs
+    /// delays one scrape per interval, not every one.
     pub async fn get(&self, limit: Duration) -> Result<SocketAddr> {
         let cached = self.resolved.load();
         if let Some(r) = cached.as_deref() {
@@ -56,6 +59,7 @@ impl CachedAddress {
             }
         }
         let (role, name) = (self.role, &self.name);
+        let limit = if cached.is_some() { limit / 2 } else { limit };
         let looked_up =
             tokio::time::timeout(limit, tokio::net::lookup_host((name.as_str(), self.port))).await;
         let failure = match looked_up {
@@ -84,7 +88,14 @@ impl CachedAddress {
         };
         match cached.as_deref() {
             Some(last) => {
-                warn!("{failure}; using its last address {}", last.addr);
+                warn!(
+                    "{failure}; using its last address {} for another {RESOLVE_INTERVAL:?}",
+                    last.addr
+                );
+                self.resolved.store(Some(Arc::new(Resolved {
+                    addr: last.addr,
+                    at: Instant::now(),
+                })));
                 Ok(last.addr)
             }
             None => Err(failure.into_up()),
@@ -157,6 +168,10 @@ mod tests {
                 .resolved
                 .store(Some(Arc::new(Resolved { addr, at: stale })));
             assert_eq!(missing.get(limit).await.expect("last good"), addr);
+            // ... and kept for another interval, so the next scrapes do not wait on the
+            // resolver again.
+            let kept = missing.resolved.load_full().expect("still cached");
+            assert!(kept.at.elapsed() < RESOLVE_INTERVAL, "{kept:?}");
             // A fresh one is used without a lookup.
             missing.resolved.store(Some(Arc::new(Resolved {
                 addr,
