@@ -35,7 +35,7 @@ pub fn proxy_service(
     config: &TunnelConfig,
     targets: &SharedTargets,
 ) -> Result<Service<GuardedApp<HttpProxy<TunnelProxy>>>> {
-    let proxy = TunnelProxy::new(Arc::clone(targets), &config.access)?;
+    let proxy = TunnelProxy::new(Arc::clone(targets), &config.access, server_conf)?;
     let mut http = http_proxy(server_conf, proxy);
     // Never act as a CONNECT proxy for clients: the tunnel reaches its exporter only.
     let mut options = HttpServerOptions::default();

@@ -83,9 +83,10 @@ impl Upstream {
         opts.ca = exporter.tls.ca.clone();
         opts.verify_cert = exporter.tls.verify;
         opts.verify_hostname = exporter.tls.verify;
-        // Pingora strips the hop-by-hop headers (and those `Connection` names) before the
-        // request filters run; an exporter is never upgraded to a WebSocket, so no upgrade
-        // handshake is forwarded either.
+        // For a request with a body, which pingora-proxy forwards: Pingora strips the
+        // hop-by-hop headers (and those `Connection` names) before the request filters run,
+        // and, an exporter never being upgraded to a WebSocket, the upgrade handshake too.
+        // Scrapes are stripped alike by the tunnel's own forwarding (`proxy/rewrite.rs`).
         opts.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         if let Some(proxy) = &exporter.proxy {
             // plain socks5:// is sent an address the tunnel resolved; CONNECT and socks5h://

@@ -154,3 +154,75 @@ fn slow_exporter_is_504_and_refused_is_502_each_logged_once() {
     let log = refused.log_with("Fail to proxy");
     assert_eq!(failure_lines(&log), 1, "{log}");
 }
+
+#[test]
+fn a_pooled_connection_the_exporter_dropped_is_retried_on_a_fresh_one() {
+    // The exporter closes each kept-alive connection when its second request arrives, as one
+    // whose idle timeout fires just then does: every scrape after the first meets a dead
+    // pooled connection, and must still be answered, not failed.
+    let page = exporter_page(3000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::DropReused);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let client = agent();
+    for scrape in 0..4 {
+        let answer = request(&client, "GET", &tunnel.url("/metrics"), &[]);
+        assert_eq!(answer.status, 200, "scrape {scrape}");
+        assert!(answer.body == page, "scrape {scrape}: body differs");
+    }
+    assert_eq!(
+        exporter.connections(),
+        4,
+        "each retry should have opened a new connection"
+    );
+    let m = tunnel.metrics_after(4);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        4.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "reset")]),
+        0.0
+    );
+    assert_eq!(failure_lines(&tunnel.log()), 0, "{}", tunnel.log());
+}
+
+#[test]
+fn a_close_delimited_answer_reaches_the_client_chunked_and_whole() {
+    let page = exporter_page(20_000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::CloseDelimited);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(5));
+    assert_eq!(raw_status(&raw), Some(200));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        raw.ends_with(b"0\r\n\r\n"),
+        "the chunked body was not ended"
+    );
+    // Chunked framing aside, the page arrives whole: a scraper's client sees it as sent.
+    let answer = request(&agent(), "GET", &tunnel.url("/metrics"), &[]);
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == page, "body differs from the exporter's page");
+}
+
+#[test]
+fn an_informational_answer_before_the_page_is_skipped() {
+    let page = exporter_page(1000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::Informational);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let answer = request(&agent(), "GET", &tunnel.url("/metrics"), &[]);
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == page, "body differs from the exporter's page");
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        1.0
+    );
+}

@@ -98,6 +98,36 @@ fn hop_by_hop_headers_and_upgrades_stay_with_the_client() {
 }
 
 #[test]
+fn a_request_body_is_forwarded_too() {
+    // Scrapes have no body and take the tunnel's own forwarding; a GET with one (allowed by
+    // HTTP, meaningless to an exporter) takes pingora-proxy's, which must pass it on whole.
+    let page = exporter_page(2000);
+    let exporter = Exporter::start(page.clone());
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let request = b"GET /metrics?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\
+        Connection: close\r\n\r\nhello world";
+    let answer = raw_exchange(tunnel.proxy_port, request, Duration::from_secs(5));
+    assert_eq!(
+        raw_status(&answer),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(answer.ends_with(&page), "the page was not forwarded whole");
+    let seen = exporter.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/metrics?x=1");
+    assert_eq!(seen[0].body, b"hello world");
+    assert_eq!(seen[0].header("connection"), None);
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        1.0
+    );
+    assert_eq!(m.value("proxy_response_bytes_total", &[]), 2000.0);
+}
+
+#[test]
 fn counts_every_request_exactly_once_and_reuses_exporter_connections() {
     const N: usize = 25;
     let exporter = Exporter::start(exporter_page(4096));

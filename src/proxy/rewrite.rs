@@ -1,16 +1,67 @@
 //! The request as it goes to the exporter: `Host` set to the exporter, the `target` parameter
-//! removed, credentials applied. Everything else, path, query, `Accept`, `Accept-Encoding`,
-//! Prometheus' own headers, passes unchanged. Hop-by-hop headers (`Connection` and what it
-//! names, `Keep-Alive`, `Upgrade`, `TE`, ...) are already gone: Pingora strips them before this
-//! runs, under the peer's `deny_upgrades` policy (see `upstream.rs`).
+//! removed, credentials applied, hop-by-hop headers (`Connection` and what it names,
+//! `Keep-Alive`, `Upgrade`, `TE`, ...) left with the client. Everything else, path, query,
+//! `Accept`, `Accept-Encoding`, Prometheus' own headers, passes unchanged.
 
 use std::time::Instant;
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, HOST};
+use http::{HeaderName, Version};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use crate::targets::Target;
+
+/// Hop-by-hop headers that are not named in `Connection` (RFC 9110 7.6.1, and the ones
+/// pingora-proxy strips as well).
+const HOP_BY_HOP: [&str; 10] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
+/// The request for the exporter, built from the client's bodiless request `client` for the
+/// tunnel's own forwarding (see `forward.rs`): HTTP/1.1, so the connection can be pooled,
+/// without hop-by-hop headers, and rewritten by [`prepare_upstream_request`].
+pub fn upstream_request(
+    client: &RequestHeader,
+    target: &Target,
+    forwarded_path: Option<&str>,
+    now: Instant,
+    strip_client_auth: bool,
+) -> Result<Box<RequestHeader>> {
+    let mut req = Box::new(client.clone());
+    req.set_version(Version::HTTP_11);
+    strip_hop_by_hop(&mut req);
+    prepare_upstream_request(&mut req, target, forwarded_path, now, strip_client_auth)?;
+    Ok(req)
+}
+
+/// Removes the headers meant for the tunnel's connection only: those `Connection` names, then
+/// the standard ones. An upgrade handshake (WebSocket, h2c) goes with them: an exporter is
+/// never upgraded.
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .collect();
+    for name in &named {
+        req.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+}
 
 /// Rewrites `req` for `target`. `forwarded_path` is the path and query without `target`, when
 /// the request had that parameter; `strip_client_auth` drops an `Authorization` that was the
@@ -18,7 +69,7 @@ use crate::targets::Target;
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
     target: &Target,
-    forwarded_path: Option<String>,
+    forwarded_path: Option<&str>,
     now: Instant,
     strip_client_auth: bool,
 ) -> Result<()> {

@@ -14,6 +14,8 @@ pub struct Seen {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The request body (`Content-Length` framed), empty for a scrape.
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -39,6 +41,13 @@ pub enum Fault {
     EndlessBody,
     /// Answers bytes that are not HTTP.
     Garbage,
+    /// Closes a kept-alive connection when its second request arrives, unanswered, as an
+    /// exporter whose idle timeout fired just as the request came does.
+    DropReused,
+    /// Answers without `Content-Length`, the body ending when the connection closes.
+    CloseDelimited,
+    /// Sends `100 Continue` before the answer.
+    Informational,
 }
 
 struct State {
@@ -120,6 +129,7 @@ fn serve(stream: TcpStream, state: &State) {
         Err(_) => return,
     };
     let mut reader = BufReader::new(stream);
+    let mut answered = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -154,16 +164,21 @@ fn serve(stream: TcpStream, state: &State) {
         let close = headers
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        let fault = *state.fault.lock().unwrap();
+        if fault == Fault::DropReused && answered > 0 {
+            return;
+        }
+        answered += 1;
         state.seen.lock().unwrap().push(Seen {
             method: method.clone(),
             target,
             headers,
+            body,
         });
         let delay = *state.delay.lock().unwrap();
         if !delay.is_zero() {
             thread::sleep(delay);
         }
-        let fault = *state.fault.lock().unwrap();
         let status = match fault {
             Fault::Status(code) => code,
             _ => 200,
@@ -184,6 +199,17 @@ fn serve(stream: TcpStream, state: &State) {
                     thread::sleep(Duration::from_millis(50));
                 }
                 return;
+            }
+            Fault::CloseDelimited => {
+                let mut answer =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                        .to_vec();
+                answer.extend_from_slice(&state.page);
+                let _ = writer.write_all(&answer);
+                return;
+            }
+            Fault::Informational => {
+                let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
             _ => {}
         }

@@ -1,0 +1,224 @@
+//! A scrape forwarded on Pingora's HTTP/1 client session, from the proxy's `request_filter`.
+//!
+//! pingora-proxy's own forwarding (`proxy_1to1`) runs the request and the response as two
+//! futures joined by channels, passes the response on as boxed tasks and copies every body
+//! chunk into a new buffer: machinery for request bodies, upgrades, caching and HTTP/2 that a
+//! scrape (a GET or HEAD without a body) never uses, and 15% of the instructions of a small
+//! scrape (callgrind, README "Performance"). Here the request is written, the response header
+//! read and passed on, and the body written to the client straight from the exporter's read
+//! buffer, in one future. Everything else stays Pingora's: the pooled connections of its
+//! connector (TLS, the forward proxies of `custom_l4`, timeouts from the peer), HTTP/1 framing
+//! both ways, and the `fail_to_proxy` and `logging` phases, which see this path's errors marked
+//! upstream or downstream as pingora-proxy marks them.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Method, Version};
+use log::debug;
+use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use crate::metrics::METRICS;
+
+/// Forwards bodiless requests to exporters over pooled HTTP/1 connections.
+pub struct Forwarder {
+    connector: Connector,
+    /// Tries per request, Pingora's `max_retries`: a pooled connection the exporter closed
+    /// while it was idle fails before any answer, and the request is sent again on another.
+    max_tries: usize,
+}
+
+/// The time a request may take: its start and its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapeDeadline {
+    /// When the request's header had been read.
+    pub start: Instant,
+    /// How long the whole request may take.
+    pub limit: Duration,
+}
+
+impl ScrapeDeadline {
+    /// Time left before the deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.limit.saturating_sub(self.start.elapsed())
+    }
+
+    /// The error for a body still arriving after the deadline: 504, counted as a timeout.
+    pub fn passed_mid_body(&self) -> Box<Error> {
+        Error::explain(
+            ErrorType::ReadTimedout,
+            format!(
+                "scrape deadline of {:?} passed while the exporter was still sending its body",
+                self.limit
+            ),
+        )
+        .into_up()
+    }
+}
+
+/// How one try ended badly.
+enum TryFailure {
+    /// Before any answer, on a connection that had been pooled: another may do.
+    Retry(Box<Error>),
+    /// Anything else: the request fails with it.
+    Fail(Box<Error>),
+}
+
+impl TryFailure {
+    /// An exporter-side error, retried when Pingora deems it safe for a reused connection.
+    fn before_answer(e: Box<Error>, reused: bool) -> Self {
+        let mut e = e.into_up();
+        e.retry.decide_reuse(reused);
+        if e.retry() {
+            TryFailure::Retry(e)
+        } else {
+            TryFailure::Fail(e)
+        }
+    }
+}
+
+impl Forwarder {
+    /// A forwarder with the connection pool and settings of `server_conf`, as Pingora's proxy
+    /// would build them.
+    pub fn new(server_conf: &ServerConf) -> Self {
+        Forwarder {
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(server_conf))),
+            max_tries: server_conf.max_retries.max(1),
+        }
+    }
+
+    /// Sends the request `build` makes to `peer` and streams the answer to the client. `build`
+    /// runs once per try, so a retried request is built afresh rather than kept as a copy.
+    pub async fn forward(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        deadline: ScrapeDeadline,
+        build: impl Fn(&RequestHeader) -> Result<Box<RequestHeader>>,
+    ) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let request = build(session.req_header())?;
+            let (mut exporter, reused) = self
+                .connector
+                .get_http_session(peer)
+                .await
+                .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))?;
+            exporter.read_timeout = peer.options.read_timeout;
+            exporter.write_timeout = peer.options.write_timeout;
+            match exchange(&mut exporter, reused, session, request, deadline).await {
+                Ok(()) => {
+                    exporter.respect_keepalive();
+                    self.connector
+                        .release_http_session(exporter, peer, peer.idle_timeout())
+                        .await;
+                    return Ok(());
+                }
+                Err(TryFailure::Retry(e)) if tries < self.max_tries => {
+                    debug!("pooled connection to {peer} failed ({e}); trying another");
+                }
+                Err(TryFailure::Retry(e) | TryFailure::Fail(e)) => {
+                    return Err(e.more_context(format!("Peer: {peer}, tries: {tries}")));
+                }
+            }
+        }
+    }
+}
+
+/// One try: the request out, the answer through to the client.
+async fn exchange(
+    exporter: &mut ExporterSession,
+    reused: bool,
+    session: &mut Session,
+    request: Box<RequestHeader>,
+    deadline: ScrapeDeadline,
+) -> Result<(), TryFailure> {
+    exporter
+        .write_request_header(request)
+        .await
+        .map_err(|e| TryFailure::before_answer(e, reused))?;
+    // Informational answers (100 Continue) are skipped: the final one follows on the same
+    // connection, and a scraper has no use for them.
+    loop {
+        exporter
+            .read_response()
+            .await
+            .map_err(|e| TryFailure::before_answer(e, reused))?;
+        match exporter.get_status().map(|s| s.as_u16()) {
+            Some(101) => {
+                return Err(TryFailure::Fail(
+                    Error::explain(
+                        ErrorType::H1Error,
+                        "the exporter switched protocols, which no scrape asks for",
+                    )
+                    .into_up(),
+                ))
+            }
+            Some(100..=199) => continue,
+            _ => break,
+        }
+    }
+    let Some(header) = exporter.resp_header() else {
+        return Err(TryFailure::Fail(
+            Error::explain(ErrorType::H1Error, "no response header from the exporter").into_up(),
+        ));
+    };
+    let mut header = Box::new(header.clone());
+    let end = exporter.is_body_done();
+    // A body that ends when the connection closes (HTTP/1.0 style) goes on chunked, so the
+    // client's connection stays open; pingora-proxy does the same.
+    let bodiless =
+        session.req_header().method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
+    if !bodiless
+        && !end
+        && header.headers.get(TRANSFER_ENCODING).is_none()
+        && header.headers.get(CONTENT_LENGTH).is_none()
+    {
+        header.set_version(Version::HTTP_11);
+        header
+            .insert_header(TRANSFER_ENCODING, "chunked")
+            .map_err(TryFailure::Fail)?;
+    }
+    session
+        .write_response_header(header, end)
+        .await
+        .map_err(|e| TryFailure::Fail(e.into_down()))?;
+    let client = session.as_downstream_mut();
+    while !exporter.is_body_done() {
+        let chunk = match exporter.read_body_ref().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => return Err(TryFailure::Fail(e.into_up())),
+        };
+        METRICS.response_bytes.inc_by(chunk.len() as u64);
+        // Each read has the deadline as its timeout; this catches an exporter that trickles.
+        if deadline.start.elapsed() > deadline.limit {
+            return Err(TryFailure::Fail(deadline.passed_mid_body()));
+        }
+        // Written from the exporter's read buffer; only a non-HTTP/1 client session (never
+        // built here: the listener offers HTTP/1.1 only) would need its own copy.
+        let written = match &mut *client {
+            ServerSession::H1(h1) => h1.write_body(chunk).await.map(drop),
+            other => {
+                other
+                    .write_response_body(Bytes::copy_from_slice(chunk), false)
+                    .await
+            }
+        };
+        written.map_err(|e| TryFailure::Fail(e.into_down()))?;
+    }
+    client
+        .write_response_body(Bytes::new(), true)
+        .await
+        .map_err(|e| TryFailure::Fail(e.into_down()))
+}
