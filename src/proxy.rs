@@ -112,9 +112,15 @@ impl TunnelProxy {
         let path = ctx.forwarded_path.as_deref();
         let strip_client_auth = self.access.requires_credentials();
         self.forwarder
-            .forward(session, &peer, ctx.scrape_deadline(), |client| {
-                rewrite::upstream_request(client, target, path, ctx.start, strip_client_auth)
-            })
+            .forward(
+                session,
+                &peer,
+                target.upstream.idle_connections(),
+                ctx.scrape_deadline(),
+                |client| {
+                    rewrite::upstream_request(client, target, path, ctx.start, strip_client_auth)
+                },
+            )
             .await
     }
 }

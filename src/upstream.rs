@@ -6,6 +6,7 @@ pub mod address;
 pub mod connect;
 pub mod credentials;
 pub mod forward_proxy;
+pub mod idle;
 pub mod tls;
 
 use std::hash::{Hash, Hasher};
@@ -23,6 +24,7 @@ use address::DialAddress;
 pub use address::{DNS_ERROR, RESOLVE_INTERVAL};
 use connect::ProxyConnector;
 use credentials::AuthHeader;
+use idle::IdleConnections;
 
 /// The exporter scrapes are forwarded to, and what it takes to build a peer for it.
 pub struct Upstream {
@@ -35,6 +37,8 @@ pub struct Upstream {
     template: HttpPeer,
     /// `Authorization` for the exporter, if it wants credentials.
     auth: Option<AuthHeader>,
+    /// Connections kept alive between scrapes.
+    idle: IdleConnections,
 }
 
 impl Upstream {
@@ -111,6 +115,7 @@ impl Upstream {
             dial,
             template,
             auth,
+            idle: IdleConnections::default(),
         })
     }
 
@@ -126,6 +131,11 @@ impl Upstream {
         opts.read_timeout = Some(deadline);
         opts.write_timeout = Some(deadline);
         Ok(peer)
+    }
+
+    /// The connections to the exporter that wait for the next scrape.
+    pub fn idle_connections(&self) -> &IdleConnections {
+        &self.idle
     }
 
     /// The `Authorization` value for the exporter now, if it wants credentials.

@@ -6,10 +6,11 @@
 //! scrape (a GET or HEAD without a body) never uses, and 15% of the instructions of a small
 //! scrape (callgrind, README "Performance"). Here the request is written, the response header
 //! read and passed on, and the body written to the client straight from the exporter's read
-//! buffer, in one future. Everything else stays Pingora's: the pooled connections of its
-//! connector (TLS, the forward proxies of `custom_l4`, timeouts from the peer), HTTP/1 framing
-//! both ways, and the `fail_to_proxy` and `logging` phases, which see this path's errors marked
-//! upstream or downstream as pingora-proxy marks them.
+//! buffer, in one future. Connections come from the exporter's own idle list
+//! (`upstream/idle.rs`) or, when none waits, from Pingora's transport connector (TLS, the
+//! forward proxies of `custom_l4`, connect timeouts from the peer). Everything else stays
+//! Pingora's: HTTP/1 framing both ways, and the `fail_to_proxy` and `logging` phases, which see
+//! this path's errors marked upstream or downstream as pingora-proxy marks them.
 
 use std::time::{Duration, Instant};
 
@@ -17,21 +18,25 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Version};
 use log::debug;
-use pingora_core::connectors::http::v1::Connector;
-use pingora_core::connectors::ConnectorOptions;
+use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
+
+use crate::upstream::idle::IdleConnections;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use crate::metrics::METRICS;
 
-/// Forwards bodiless requests to exporters over pooled HTTP/1 connections.
+/// Forwards bodiless requests to exporters over kept-alive HTTP/1 connections.
 pub struct Forwarder {
-    connector: Connector,
+    /// Opens new connections, as Pingora's own connector does.
+    transport: TransportConnector,
+    /// Idle connections kept per exporter, Pingora's `upstream_keepalive_pool_size`.
+    keep_idle: usize,
     /// Tries per request, Pingora's `max_retries`: a pooled connection the exporter closed
     /// while it was idle fails before any answer, and the request is sent again on another.
     max_tries: usize,
@@ -67,7 +72,7 @@ impl ScrapeDeadline {
 
 /// How one try ended badly.
 enum TryFailure {
-    /// Before any answer, on a connection that had been pooled: another may do.
+    /// Before any answer, on a connection that had been kept alive: another may do.
     Retry(Box<Error>),
     /// Anything else: the request fails with it.
     Fail(Box<Error>),
@@ -87,21 +92,27 @@ impl TryFailure {
 }
 
 impl Forwarder {
-    /// A forwarder with the connection pool and settings of `server_conf`, as Pingora's proxy
-    /// would build them.
+    /// A forwarder with the connection settings of `server_conf` (bind addresses, CA file,
+    /// idle connections kept, retries), as Pingora's proxy would use them.
     pub fn new(server_conf: &ServerConf) -> Self {
         Forwarder {
-            connector: Connector::new(Some(ConnectorOptions::from_server_conf(server_conf))),
+            transport: TransportConnector::new(Some(ConnectorOptions::from_server_conf(
+                server_conf,
+            ))),
+            keep_idle: server_conf.upstream_keepalive_pool_size,
             max_tries: server_conf.max_retries.max(1),
         }
     }
 
-    /// Sends the request `build` makes to `peer` and streams the answer to the client. `build`
-    /// runs once per try, so a retried request is built afresh rather than kept as a copy.
+    /// Sends the request `build` makes to `peer` and streams the answer to the client, on one
+    /// of `idle` or a new connection, which `idle` keeps afterwards if it can carry another
+    /// request. `build` runs once per try, so a retried request is built afresh rather than
+    /// kept as a copy.
     pub async fn forward(
         &self,
         session: &mut Session,
         peer: &HttpPeer,
+        idle: &IdleConnections,
         deadline: ScrapeDeadline,
         build: impl Fn(&RequestHeader) -> Result<Box<RequestHeader>>,
     ) -> Result<()> {
@@ -109,23 +120,31 @@ impl Forwarder {
         loop {
             tries += 1;
             let request = build(session.req_header())?;
-            let (mut exporter, reused) = self
-                .connector
-                .get_http_session(peer)
-                .await
-                .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))?;
+            let (stream, reused) = match idle.take(peer.address()) {
+                Some(stream) => (stream, true),
+                None => {
+                    let stream = self
+                        .transport
+                        .new_stream(peer)
+                        .await
+                        .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))?;
+                    (stream, false)
+                }
+            };
+            let mut exporter = ExporterSession::new_with_options(stream, peer);
             exporter.read_timeout = peer.options.read_timeout;
             exporter.write_timeout = peer.options.write_timeout;
             match exchange(&mut exporter, reused, session, request, deadline).await {
                 Ok(()) => {
+                    // Kept only if the exporter allows it and the answer was read whole.
                     exporter.respect_keepalive();
-                    self.connector
-                        .release_http_session(exporter, peer, peer.idle_timeout())
-                        .await;
+                    if let Some(stream) = exporter.reuse().await {
+                        idle.put(stream, peer.address().clone(), self.keep_idle);
+                    }
                     return Ok(());
                 }
                 Err(TryFailure::Retry(e)) if tries < self.max_tries => {
-                    debug!("pooled connection to {peer} failed ({e}); trying another");
+                    debug!("kept-alive connection to {peer} failed ({e}); trying another");
                 }
                 Err(TryFailure::Retry(e) | TryFailure::Fail(e)) => {
                     return Err(e.more_context(format!("Peer: {peer}, tries: {tries}")));
