@@ -48,6 +48,11 @@ pub fn upstream_request(
 /// the standard ones. An upgrade handshake (WebSocket, h2c) goes with them: an exporter is
 /// never upgraded.
 fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // A scrape carries none: one pass over its few headers, not ten map lookups.
+    let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(&name.as_str());
+    if !req.headers.keys().any(hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = req
         .headers
         .get_all(CONNECTION)
@@ -99,4 +104,62 @@ pub fn prepare_upstream_request(
         req.remove_header(&AUTHORIZATION);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&'static str, &'static str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/metrics", None).expect("request");
+        for (name, value) in headers {
+            req.append_header(*name, *value).expect("header");
+        }
+        req
+    }
+
+    fn names(req: &RequestHeader) -> Vec<String> {
+        req.headers.keys().map(|n| n.as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn a_scrapes_headers_pass_and_hop_by_hop_ones_stay_behind() {
+        let scrape = [
+            ("Accept", "application/openmetrics-text"),
+            ("Accept-Encoding", "gzip"),
+            ("X-Prometheus-Scrape-Timeout-Seconds", "10"),
+        ];
+        let mut req = request(&scrape);
+        strip_hop_by_hop(&mut req);
+        assert_eq!(
+            names(&req),
+            [
+                "accept",
+                "accept-encoding",
+                "x-prometheus-scrape-timeout-seconds"
+            ]
+        );
+
+        // Without `Connection`, each standard one is still found.
+        for hop in [
+            "Keep-Alive",
+            "TE",
+            "Upgrade",
+            "Proxy-Authorization",
+            "Trailer",
+        ] {
+            let mut req = request(&[("Accept", "text/plain"), (hop, "x")]);
+            strip_hop_by_hop(&mut req);
+            assert_eq!(names(&req), ["accept"], "{hop}");
+        }
+
+        // With it, what it names goes too.
+        let mut req = request(&[
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Accept", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut req);
+        assert_eq!(names(&req), ["accept"]);
+    }
 }
