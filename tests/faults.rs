@@ -121,6 +121,27 @@ fn endless_body_is_cut_at_the_deadline() {
 }
 
 #[test]
+fn a_header_trickling_past_the_deadline_is_504_at_the_deadline() {
+    // Each line arrives well within the timeout of any one read; only a deadline for the whole
+    // header ends it in time.
+    let exporter = Exporter::start(exporter_page(10));
+    exporter.set_fault(Fault::TrickleHeader);
+    let tunnel = Tunnel::start(exporter.port, &[("UPSTREAM_TIMEOUT", "1s")]);
+    let started = Instant::now();
+    let answer = request(&agent(), "GET", &tunnel.url("/metrics"), &[]);
+    let took = started.elapsed();
+    assert_eq!(answer.status, 504);
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "timeout")]),
+        1.0
+    );
+    let log = tunnel.log_with("Fail to proxy");
+    assert!(log.contains("deadline"), "{log}");
+}
+
+#[test]
 fn garbage_instead_of_http_is_502() {
     let exporter = Exporter::start(exporter_page(10));
     exporter.set_fault(Fault::Garbage);

@@ -57,6 +57,18 @@ impl ScrapeDeadline {
         self.limit.saturating_sub(self.start.elapsed())
     }
 
+    /// The error for an answer whose header was not read in time: 504, counted as a timeout.
+    fn passed_before_answer(&self) -> Box<Error> {
+        Error::explain(
+            ErrorType::ReadTimedout,
+            format!(
+                "scrape deadline of {:?} passed before the exporter's answer was read",
+                self.limit
+            ),
+        )
+        .into_up()
+    }
+
     /// The error for a body still arriving after the deadline: 504, counted as a timeout.
     pub fn passed_mid_body(&self) -> Box<Error> {
         Error::explain(
@@ -132,8 +144,10 @@ impl Forwarder {
                 }
             };
             let mut exporter = ExporterSession::new_with_options(stream, peer);
-            exporter.read_timeout = peer.options.read_timeout;
-            exporter.write_timeout = peer.options.write_timeout;
+            // `exchange` bounds each step by what is left of the deadline, not the peer's
+            // fixed timeouts, which a trickling exporter could renew read after read.
+            exporter.read_timeout = None;
+            exporter.write_timeout = None;
             match exchange(&mut exporter, reused, session, request, deadline).await {
                 Ok(()) => {
                     // Kept only if the exporter allows it and the answer was read whole.
@@ -154,20 +168,18 @@ impl Forwarder {
     }
 }
 
-/// One try: the request out, the answer through to the client.
-async fn exchange(
+/// The request written and the final answer's header read; informational answers
+/// (100 Continue) are skipped: the final one follows on the same connection, and a scraper
+/// has no use for them.
+async fn request_and_answer(
     exporter: &mut ExporterSession,
     reused: bool,
-    session: &mut Session,
     request: Box<RequestHeader>,
-    deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
     exporter
         .write_request_header(request)
         .await
         .map_err(|e| TryFailure::before_answer(e, reused))?;
-    // Informational answers (100 Continue) are skipped: the final one follows on the same
-    // connection, and a scraper has no use for them.
     loop {
         exporter
             .read_response()
@@ -184,8 +196,24 @@ async fn exchange(
                 ))
             }
             Some(100..=199) => continue,
-            _ => break,
+            _ => return Ok(()),
         }
+    }
+}
+
+/// One try: the request out, the answer through to the client.
+async fn exchange(
+    exporter: &mut ExporterSession,
+    reused: bool,
+    session: &mut Session,
+    request: Box<RequestHeader>,
+    deadline: ScrapeDeadline,
+) -> Result<(), TryFailure> {
+    // One timer for the request and the whole header, however slowly it trickles in.
+    let answer = request_and_answer(exporter, reused, request);
+    match tokio::time::timeout(deadline.remaining(), answer).await {
+        Ok(answered) => answered?,
+        Err(_) => return Err(TryFailure::Fail(deadline.passed_before_answer())),
     }
     let Some(header) = exporter.resp_header() else {
         return Err(TryFailure::Fail(
@@ -214,16 +242,21 @@ async fn exchange(
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
     let client = session.as_downstream_mut();
     while !exporter.is_body_done() {
+        // Each read may take what is left of the deadline, so a trickling body ends with it.
+        let left = deadline.remaining();
+        if left.is_zero() {
+            return Err(TryFailure::Fail(deadline.passed_mid_body()));
+        }
+        exporter.read_timeout = Some(left);
         let chunk = match exporter.read_body_ref().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                return Err(TryFailure::Fail(deadline.passed_mid_body()))
+            }
             Err(e) => return Err(TryFailure::Fail(e.into_up())),
         };
         METRICS.response_bytes.inc_by(chunk.len() as u64);
-        // Each read has the deadline as its timeout; this catches an exporter that trickles.
-        if deadline.start.elapsed() > deadline.limit {
-            return Err(TryFailure::Fail(deadline.passed_mid_body()));
-        }
         // Written from the exporter's read buffer; only a non-HTTP/1 client session (never
         // built here: the listener offers HTTP/1.1 only) would need its own copy.
         let written = match &mut *client {

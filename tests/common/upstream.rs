@@ -48,6 +48,8 @@ pub enum Fault {
     CloseDelimited,
     /// Sends `100 Continue` before the answer.
     Informational,
+    /// Sends its header a line every 200 ms, for ten seconds.
+    TrickleHeader,
 }
 
 struct State {
@@ -207,6 +209,15 @@ fn serve(stream: TcpStream, state: &State) {
                 answer.extend_from_slice(&state.page);
                 let _ = writer.write_all(&answer);
                 return;
+            }
+            Fault::TrickleHeader => {
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\n");
+                for _ in 0..50 {
+                    thread::sleep(Duration::from_millis(200));
+                    if writer.write_all(b"X-Slow: a\r\n").is_err() {
+                        return;
+                    }
+                }
             }
             Fault::Informational => {
                 let _ = writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
