@@ -21,3 +21,15 @@ pub mod reload;
 pub mod service;
 pub mod targets;
 pub mod upstream;
+
+/// Helpers for the unit tests of several modules.
+#[cfg(test)]
+mod test_support {
+    /// A single-threaded tokio runtime with timers and I/O, for async unit tests.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+}

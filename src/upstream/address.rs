@@ -135,13 +135,7 @@ impl DialAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
+    use crate::test_support::runtime;
 
     #[test]
     fn a_name_is_cached_and_a_failed_lookup_falls_back_to_the_last_address() {

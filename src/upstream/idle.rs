@@ -119,15 +119,9 @@ fn is_open(stream: &mut Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::runtime;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
 
     /// A connected pair: the tunnel's side as a Pingora stream, and the exporter's side.
     async fn pair(listener: &TcpListener) -> (Stream, TcpStream) {
