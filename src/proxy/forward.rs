@@ -23,13 +23,12 @@ use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-
-use crate::upstream::idle::IdleConnections;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use crate::metrics::METRICS;
+use crate::upstream::idle::IdleConnections;
 
 /// Forwards bodiless requests to exporters over kept-alive HTTP/1 connections.
 pub struct Forwarder {
@@ -157,7 +156,9 @@ impl Forwarder {
                     }
                     return Ok(());
                 }
-                Err(TryFailure::Retry(e)) if tries < self.max_tries => {
+                Err(TryFailure::Retry(e))
+                    if tries < self.max_tries && !deadline.remaining().is_zero() =>
+                {
                     debug!("kept-alive connection to {peer} failed ({e}); trying another");
                 }
                 Err(TryFailure::Retry(e) | TryFailure::Fail(e)) => {
