@@ -5,7 +5,7 @@
 //! exporter's job in Prometheus, it does not restart the tunnel.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 
 use async_trait::async_trait;
 use flate2::write::GzEncoder;
@@ -27,6 +27,8 @@ pub struct AdminApp {
     targets: SharedTargets,
     /// Port Prometheus scrapes targets through.
     proxy_port: u16,
+    /// Where that port listens, for `/readyz`.
+    proxy_addr: SocketAddr,
     /// Whether that port speaks TLS (`__scheme__` https).
     proxy_tls: bool,
     /// Host for `/targets` when the request names none.
@@ -44,6 +46,7 @@ impl AdminApp {
         AdminApp {
             targets,
             proxy_port: listen.proxy_port.get(),
+            proxy_addr: listen.proxy_addr(),
             proxy_tls: listen.tls.is_some(),
             fallback_host,
         }
@@ -137,9 +140,11 @@ impl ServeHttp for AdminApp {
         match req.uri.path() {
             "/metrics" => metrics(accepts_gzip(req.headers.get_all(ACCEPT_ENCODING))),
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            // Both listeners are bound before this app starts serving (it depends on the proxy
-            // service), so answering at all means ready.
-            "/readyz" => text(StatusCode::OK, "ready\n"),
+            "/readyz" if is_listening(self.proxy_addr) => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the proxy port does not listen (yet)\n",
+            ),
             "/version" => version(),
             "/targets" => self.targets(req.headers.get(http::header::HOST)),
             _ => text(
@@ -157,6 +162,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Vec<u8>> {
         body.as_bytes().to_vec(),
         false,
     )
+}
+
+/// Whether the proxy port is bound: binding it must fail as taken. The tunnel found it free
+/// at start (`main`'s port check), so taken means taken by its listener (or, during a
+/// zero-downtime upgrade, by the old process's, which hands it over).
+///
+/// Pingora reports a listening service as started before it binds its listeners, and a bind
+/// failure there ends only that service's thread, so neither the order of start-up nor this
+/// port answering proves the proxy port listens. One `bind` per probe does.
+fn is_listening(addr: SocketAddr) -> bool {
+    match TcpListener::bind(addr) {
+        // Free: nothing listens there; the probe's own socket closes at once.
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::AddrInUse,
+    }
 }
 
 fn build(status: StatusCode, content_type: &str, body: Vec<u8>, gzip: bool) -> Response<Vec<u8>> {
@@ -233,8 +253,19 @@ fn version() -> Response<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{accepts_gzip, strip_port};
+    use super::{accepts_gzip, is_listening, strip_port};
     use http::HeaderValue;
+    use std::net::TcpListener;
+
+    #[test]
+    fn ready_only_while_the_proxy_port_is_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert!(is_listening(addr), "a bound port counts as listening");
+        drop(listener);
+        assert!(!is_listening(addr), "a free port does not");
+        assert!(!is_listening(addr), "and the probe did not keep it");
+    }
 
     #[test]
     fn gzip_negotiation() {

@@ -138,7 +138,8 @@ impl Tunnel {
         };
         let start = Instant::now();
         // Listening means: this process got past its port check (it logs "forwarding" after
-        // it), it is still running, and the metrics port answers.
+        // it), it is still running, and its /readyz says the proxy port is bound (the metrics
+        // port may open first).
         loop {
             if let Ok(Some(status)) = tunnel.child.try_wait() {
                 let log = tunnel.log();
@@ -147,9 +148,7 @@ impl Tunnel {
                 }
                 panic!("the tunnel exited with {status} before listening:\n{log}");
             }
-            if tunnel.log().contains("forwarding ")
-                && TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
-            {
+            if tunnel.log().contains("forwarding ") && is_ready(metrics_port) {
                 return Some(tunnel);
             }
             assert!(
@@ -331,6 +330,19 @@ pub fn raw_status(answer: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(answer);
     let line = text.lines().next()?;
     line.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()
+}
+
+/// Whether the tunnel with this metrics port answers `/readyz` with 200.
+fn is_ready(metrics_port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{metrics_port}/readyz");
+    matches!(
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .get(&url)
+            .call(),
+        Ok(resp) if resp.status() == 200
+    )
 }
 
 /// A keep-alive client with a generous timeout.
