@@ -39,7 +39,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use forward::ScrapeDeadline;
+use forward::ScrapeDeadline;
 pub use outcome::{Failure, CLIENT_CLOSED};
 
 use crate::access::{AccessControl, Verdict};
@@ -88,9 +88,7 @@ impl TunnelProxy {
 
     /// The peer for the request's target, with every timeout set to the time left.
     async fn peer(&self, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let target = ctx.target.as_ref().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "no target chosen for the request")
-        })?;
+        let target = chosen(&ctx.target)?;
         ctx.forwarded = true;
         // Time already spent (reading the request, a retried connection) counts against it.
         let remaining = ctx.scrape_deadline().remaining();
@@ -107,9 +105,7 @@ impl TunnelProxy {
     /// Forwards a bodiless request to its target and streams the answer to the client.
     async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let peer = self.peer(ctx).await?;
-        let target = ctx.target.as_deref().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "no target chosen for the request")
-        })?;
+        let target = chosen(&ctx.target)?;
         let path = ctx.forwarded_path.as_deref();
         let strip_client_auth = self.access.requires_credentials();
         self.forwarder
@@ -153,6 +149,13 @@ pub struct RequestCtx {
     /// Keeps `proxy_in_flight_requests` right even if the request is dropped mid-way; taken
     /// in `logging`, before the request is counted as done.
     in_flight: Option<InFlight>,
+}
+
+/// The target `request_filter` chose; every phase after it has one.
+fn chosen(target: &Option<Arc<Target>>) -> Result<&Arc<Target>> {
+    target
+        .as_ref()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no target chosen for the request"))
 }
 
 impl RequestCtx {
@@ -321,9 +324,7 @@ impl ProxyHttp for TunnelProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let target = ctx.target.as_ref().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "no target chosen for the request")
-        })?;
+        let target = chosen(&ctx.target)?;
         rewrite::prepare_upstream_request(
             upstream_request,
             target,

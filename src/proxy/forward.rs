@@ -58,24 +58,19 @@ impl ScrapeDeadline {
 
     /// The error for an answer whose header was not read in time: 504, counted as a timeout.
     fn passed_before_answer(&self) -> Box<Error> {
-        Error::explain(
-            ErrorType::ReadTimedout,
-            format!(
-                "scrape deadline of {:?} passed before the exporter's answer was read",
-                self.limit
-            ),
-        )
-        .into_up()
+        self.passed("before the exporter's answer was read")
     }
 
     /// The error for a body still arriving after the deadline: 504, counted as a timeout.
     pub fn passed_mid_body(&self) -> Box<Error> {
+        self.passed("while the exporter was still sending its body")
+    }
+
+    /// The deadline passed `when`: an exporter-side read timeout.
+    fn passed(&self, when: &str) -> Box<Error> {
         Error::explain(
             ErrorType::ReadTimedout,
-            format!(
-                "scrape deadline of {:?} passed while the exporter was still sending its body",
-                self.limit
-            ),
+            format!("scrape deadline of {:?} passed {when}", self.limit),
         )
         .into_up()
     }
