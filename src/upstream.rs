@@ -29,9 +29,10 @@ use idle::IdleConnections;
 /// The exporter scrapes are forwarded to, and what it takes to build a peer for it.
 pub struct Upstream {
     /// Where Pingora's TCP connections go: the exporter, or the forward proxy on the way.
-    /// Pingora checks a pooled connection's peer address against this before reusing it, so
-    /// through a proxy it must be the proxy's: the exporter's would never match, and every
-    /// scrape would open a new tunnel.
+    /// A kept-alive connection is reused only for the peer address it was opened to (checked
+    /// by the idle list for scrapes, by Pingora's pool otherwise), so through a proxy it must
+    /// be the proxy's: the exporter's would never match, and every scrape would open a new
+    /// tunnel.
     dial: DialAddress,
     /// A peer with everything but (for names) the address filled in.
     template: HttpPeer,

@@ -13,6 +13,7 @@ use pingora_error::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_socks::tcp::Socks5Stream;
+use tokio_socks::{IntoTargetAddr, TargetAddr};
 
 use super::address::DialAddress;
 use super::forward_proxy::{ForwardProxy, ProxyProtocol};
@@ -122,26 +123,26 @@ impl ProxyConnector {
     }
 
     async fn socks5(&self, tcp: TcpStream) -> Result<TcpStream> {
-        let resolved = match &self.socks_address {
-            Some(address) => Some(address.get(self.resolve_limit).await?),
-            None => None,
+        let socks_failed = |e| self.fail(format_args!("SOCKS5 answered: {e}"));
+        let target = match &self.socks_address {
+            Some(address) => TargetAddr::Ip(address.get(self.resolve_limit).await?),
+            None => (self.target_host.as_str(), self.target_port)
+                .into_target_addr()
+                .map_err(socks_failed)?,
         };
-        let name = (self.target_host.as_str(), self.target_port);
-        let stream = match (&self.proxy.credentials, resolved) {
-            (None, Some(addr)) => Socks5Stream::connect_with_socket(tcp, addr).await,
-            (Some(c), Some(addr)) => {
-                Socks5Stream::connect_with_password_and_socket(tcp, addr, &c.username, &c.password)
-                    .await
-            }
-            (None, None) => Socks5Stream::connect_with_socket(tcp, name).await,
-            (Some(c), None) => {
-                Socks5Stream::connect_with_password_and_socket(tcp, name, &c.username, &c.password)
-                    .await
+        let stream = match &self.proxy.credentials {
+            None => Socks5Stream::connect_with_socket(tcp, target).await,
+            Some(c) => {
+                Socks5Stream::connect_with_password_and_socket(
+                    tcp,
+                    target,
+                    &c.username,
+                    &c.password,
+                )
+                .await
             }
         };
-        stream
-            .map(Socks5Stream::into_inner)
-            .map_err(|e| self.fail(format_args!("SOCKS5 answered: {e}")))
+        stream.map(Socks5Stream::into_inner).map_err(socks_failed)
     }
 }
 
