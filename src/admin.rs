@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::build_info;
 use crate::config::ListenConfig;
-use crate::targets::SharedTargets;
+use crate::targets::{Routing, SharedTargets};
 
 /// The `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets` app.
 pub struct AdminApp {
@@ -53,7 +53,8 @@ impl AdminApp {
     }
 
     /// Prometheus http_sd JSON: one group per target, scraped at the proxy port of the host the
-    /// caller reached this port by, with `__param_target` and the target's labels.
+    /// caller reached this port by, with `__param_<routing parameter>` (multi-target mode) and
+    /// the target's labels.
     fn targets(&self, host_header: Option<&http::HeaderValue>) -> Response<Vec<u8>> {
         let host = host_header
             .and_then(|h| h.to_str().ok())
@@ -62,6 +63,11 @@ impl AdminApp {
             .unwrap_or(&self.fallback_host);
         let address = format!("{host}:{}", self.proxy_port);
         let table = self.targets.load();
+        // A single exporter is reached without a parameter: its own query is left alone.
+        let param = match table.routing() {
+            Routing::Single => None,
+            Routing::ByParam(param) => Some(format!("__param_{param}")),
+        };
         // Written straight into the body: a fleet's list is large, and building it as JSON
         // values first would hold several copies of it at once.
         let groups: Vec<SdGroup<'_>> = table
@@ -69,7 +75,7 @@ impl AdminApp {
             .map(|target| SdGroup {
                 targets: [&address],
                 labels: SdLabels {
-                    param_target: &target.name,
+                    param: param.as_deref().map(|param| (param, &*target.name)),
                     scheme: self.proxy_tls.then_some("https"),
                     own: &target.labels,
                 },
@@ -94,9 +100,10 @@ struct SdGroup<'a> {
     labels: SdLabels<'a>,
 }
 
-/// The labels of one group: the target's own, then `__param_target` (and `__scheme__`).
+/// The labels of one group: the target's own, then `__param_<routing parameter>` (and
+/// `__scheme__`).
 struct SdLabels<'a> {
-    param_target: &'a str,
+    param: Option<(&'a str, &'a str)>,
     scheme: Option<&'static str>,
     own: &'a [(Box<str>, Box<str>)],
 }
@@ -108,7 +115,9 @@ impl Serialize for SdLabels<'_> {
         for (k, v) in self.own {
             map.serialize_entry(&**k, &**v)?;
         }
-        map.serialize_entry("__param_target", self.param_target)?;
+        if let Some((param, name)) = self.param {
+            map.serialize_entry(param, name)?;
+        }
         if let Some(scheme) = self.scheme {
             map.serialize_entry("__scheme__", scheme)?;
         }

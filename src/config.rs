@@ -78,8 +78,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `IDLE_TIMEOUT`: longer than Prometheus' longest usual scrape interval, so kept-alive
 /// scrape connections are not closed under it.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default `MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default `TARGET_PARAM`: the query parameter of Prometheus' multi-target exporter pattern.
+pub const DEFAULT_TARGET_PARAM: &str = "target";
 
 /// Limits on client connections to the proxy port, so slow or idle clients cannot exhaust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +89,9 @@ pub struct ClientLimits {
     pub header_read_timeout: Duration,
     /// A connection waiting for its next request is closed after this.
     pub idle_timeout: Duration,
-    /// Connections beyond this many are answered 503 and closed.
-    pub max_connections: usize,
+    /// Connections beyond this many are answered 503 and closed; `None` (unset) means what the
+    /// process's file and memory limits allow, worked out at start-up.
+    pub max_connections: Option<usize>,
 }
 
 /// The two ports the tunnel listens on.
@@ -160,6 +161,8 @@ pub struct TunnelConfig {
     pub default_target: Option<String>,
     /// Whether `tunnel.targets` lists exporters: metrics then carry a `target` label.
     pub multi_target: bool,
+    /// In multi-target mode, the query parameter that names a request's target.
+    pub target_param: String,
     /// The listeners.
     pub listen: ListenConfig,
     /// Who may use the proxy port.
@@ -352,13 +355,21 @@ impl Validator {
             idle_timeout: self
                 .get(Setting::IdleTimeout, parse::timeout)
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
-            max_connections: self
-                .get(Setting::MaxConnections, parse::connection_limit)
-                .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections: self.get(Setting::MaxConnections, parse::connection_limit),
         };
 
         let targets = self.targets(env, specs, conf_file, proxy_port);
         let default_target = self.default_target(&targets);
+        let target_param = if specs.is_empty() {
+            self.refuse(
+                Setting::TargetParam,
+                "tunnel.targets with it: a single exporter gets every request with its query untouched".into(),
+            );
+            DEFAULT_TARGET_PARAM.to_string()
+        } else {
+            self.get(Setting::TargetParam, parse::query_param)
+                .unwrap_or_else(|| DEFAULT_TARGET_PARAM.to_string())
+        };
 
         if !self.errors.is_empty() {
             return Err(self.errors);
@@ -367,6 +378,7 @@ impl Validator {
             targets,
             default_target,
             multi_target: !specs.is_empty(),
+            target_param,
             listen: ListenConfig {
                 address,
                 proxy_port,

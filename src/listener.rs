@@ -1,40 +1,68 @@
-//! The proxy port's connection handling: a Pingora `ServerApp` around the HTTP proxy that caps
-//! open connections, closes idle ones and gives each request header a deadline, so slow or
-//! silent clients (slowloris) cannot hold the port.
+//! The proxy port's client connections: a Pingora `ServerApp` that owns each connection from
+//! accept to close, and hands every request it reads to a [`RequestHandler`].
 //!
-//! Pingora's own HTTP/1 loop times out each read, not a whole header, and has no connection
-//! limit; this replaces that loop (HTTP/1 only: the proxy port serves no HTTP/2) and hands each
-//! request to the proxy unchanged.
+//! Why the tunnel runs this loop itself rather than Pingora's HTTP app: every connection counts
+//! against `MAX_CONNECTIONS` from the moment it is accepted, TLS handshake included; one
+//! deadline covers a request header however slowly it trickles (Pingora times each read); an
+//! idle connection holds no buffer (`header.rs`, `client_stream.rs`); pipelined requests are
+//! answered in order; and a request the HTTP parser refuses still reaches the handler, to be
+//! answered and counted like any other.
+//!
+//! For one connection:
+//! 1. take a connection slot, or answer 503 and close;
+//! 2. with TLS, the handshake, within `HEADER_READ_TIMEOUT` of the accept;
+//! 3. wait for a request's first bytes (the first request: by that same deadline; later ones:
+//!    up to `IDLE_TIMEOUT`, then `HEADER_READ_TIMEOUT` from their first byte for the rest);
+//! 4. Pingora's HTTP/1 session parses the header, and the handler answers it;
+//! 5. if the connection may carry another request, go to 3 with any pipelined bytes.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+pub mod capacity;
+pub mod client_stream;
+pub mod header;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use log::debug;
-use pingora_core::apps::{HttpServerApp, ServerApp};
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use pingora_error::Error;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::ClientLimits;
 use crate::metrics::{ConnectionRejection, METRICS};
+use client_stream::ClientStream;
+use header::HeaderFailure;
 
-/// Marks that a connection's request header has been read; handed to the proxy as the
-/// connection's user context, which Pingora delivers to `ProxyHttp::on_connection_reuse` right
-/// after the header is read.
-#[derive(Debug, Clone, Default)]
-pub struct HeaderRead(Arc<AtomicBool>);
+/// What the proxy port does with the requests the listener reads.
+#[async_trait]
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Answers the request whose header `session` has read (at `started`), and counts it.
+    async fn serve(&self, session: &mut HttpSession, started: Instant);
 
-impl HeaderRead {
-    /// Records that the header arrived.
-    pub fn mark(&self) {
-        self.0.store(true, Ordering::Release);
-    }
+    /// Answers, where someone still listens, and counts a request whose header could not be
+    /// read or parsed, on the `client` connection, which closes afterwards.
+    async fn refuse(&self, client: &mut Stream, why: Unreadable, started: Instant);
+}
 
-    fn is_marked(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
+/// Why a request's header could not be read.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// The HTTP parser refused it (a malformed request line, conflicting `Content-Length`s, an
+    /// HTTP/2 preface, ...): 400, with the parser's reason.
+    Malformed(Box<Error>),
+    /// Longer than [`header::MAX_REQUEST_HEADER_BYTES`]: 431.
+    TooLarge,
+    /// Not complete within `HEADER_READ_TIMEOUT`: 408.
+    Timeout,
+    /// The client went away mid-header: 499, answered to no one.
+    ClientClosed,
 }
 
 /// The answer to a connection over the limit.
@@ -73,90 +101,214 @@ impl Drop for ConnectionSlot<'_> {
     }
 }
 
-/// The proxy port's `ServerApp`: limits first, then the HTTP proxy.
-pub struct GuardedApp<A> {
-    inner: Arc<A>,
+/// The proxy port's `ServerApp`: limits, TLS and the HTTP/1 request loop around a handler.
+pub struct ProxyPort<H> {
+    handler: Arc<H>,
     limits: ClientLimits,
+    /// `MAX_CONNECTIONS`, or what the machine allows when it is unset (`capacity.rs`).
+    max_connections: usize,
+    /// TLS on the port, if configured; the handshake runs here, under the limits.
+    tls: Option<Acceptor>,
     open: AtomicUsize,
 }
 
-impl<A> GuardedApp<A> {
-    /// Guards `inner` with `limits`.
-    pub fn new(inner: A, limits: ClientLimits) -> Self {
-        GuardedApp {
-            inner: Arc::new(inner),
+impl<H: RequestHandler> ProxyPort<H> {
+    /// Serves `handler` on at most `max_connections` connections limited by `limits`, over TLS
+    /// when `tls` is given. The port's Pingora listener must be plain TCP without L4 buffers.
+    pub fn new(
+        handler: H,
+        limits: ClientLimits,
+        max_connections: usize,
+        tls: Option<Acceptor>,
+    ) -> Self {
+        ProxyPort {
+            handler: Arc::new(handler),
             limits,
+            max_connections,
+            tls,
             open: AtomicUsize::new(0),
         }
     }
+
+    /// The TLS handshake, if any, by `deadline`; `None` when it failed (counted).
+    async fn handshake(
+        &self,
+        stream: ClientStream,
+        deadline: tokio::time::Instant,
+    ) -> Option<Stream> {
+        let Some(acceptor) = &self.tls else {
+            return Some(Box::new(stream));
+        };
+        // Boxed: a plain connection's future need not carry a handshake's state.
+        let handshake = Box::pin(acceptor.tls_handshake(stream));
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                debug!("TLS handshake failed: {e}");
+                METRICS
+                    .connection_rejected(ConnectionRejection::TlsHandshake)
+                    .inc();
+                None
+            }
+            Err(_) => {
+                debug!("TLS handshake not done within HEADER_READ_TIMEOUT");
+                METRICS
+                    .connection_rejected(ConnectionRejection::HeaderTimeout)
+                    .inc();
+                None
+            }
+        }
+    }
+
+    /// Requests on one connection until it closes, fails, idles out or the server shuts down.
+    async fn serve_connection(
+        &self,
+        mut stream: Stream,
+        first_deadline: tokio::time::Instant,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut shutdown = shutdown.clone();
+        let mut carried: Option<BytesMut> = None;
+        let mut first = true;
+        loop {
+            // 3. The first bytes of the next request: pipelined ones, or from the socket.
+            let (bytes, deadline) = match carried.take() {
+                Some(bytes) => (
+                    bytes,
+                    tokio::time::Instant::now() + self.limits.header_read_timeout,
+                ),
+                None => {
+                    let wait = if first {
+                        first_deadline.saturating_duration_since(tokio::time::Instant::now())
+                    } else {
+                        self.limits.idle_timeout
+                    };
+                    let arrived = tokio::select! {
+                        arrived = header::first_bytes(&mut stream, wait) => arrived,
+                        _ = shutdown.changed() => return,
+                    };
+                    match arrived {
+                        Ok(bytes) if first => (bytes, first_deadline),
+                        Ok(bytes) => (
+                            bytes,
+                            tokio::time::Instant::now() + self.limits.header_read_timeout,
+                        ),
+                        Err(HeaderFailure::Idle) if first => {
+                            METRICS
+                                .connection_rejected(ConnectionRejection::HeaderTimeout)
+                                .inc();
+                            debug!("connection closed: no request within HEADER_READ_TIMEOUT");
+                            return;
+                        }
+                        // An idle keep-alive connection, or one the client closed.
+                        Err(_) => return,
+                    }
+                }
+            };
+            first = false;
+            let header = match header::rest_of_header(&mut stream, bytes, deadline).await {
+                Ok(header) => header,
+                Err(failure) => {
+                    self.refuse_unread(&mut stream, failure).await;
+                    close(&mut stream).await;
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let mut session = HttpSession::new(stream);
+            // 4. Pingora parses the header from these bytes, without reading the socket again.
+            session.set_pipelining_enabled(true);
+            session.set_pipelined_prefix(header);
+            session.set_read_timeout(Some(
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+            ));
+            match session.read_request().await {
+                Ok(Some(_)) => {
+                    self.handler.serve(&mut session, started).await;
+                    if *shutdown.borrow() {
+                        session.set_server_keepalive(None);
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let mut client = session.into_inner();
+                    self.handler
+                        .refuse(&mut client, Unreadable::Malformed(e), started)
+                        .await;
+                    close(&mut client).await;
+                    return;
+                }
+            }
+            // 5. On to the next request, if the connection may carry one.
+            match session.reuse().await {
+                Ok(Some(reusable)) => (stream, carried) = reusable.into_parts(),
+                Ok(None) => return,
+                Err(e) => {
+                    debug!("connection not reusable: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts and answers a request whose header did not arrive whole.
+    async fn refuse_unread(&self, client: &mut Stream, failure: HeaderFailure) {
+        let started = Instant::now();
+        let why = match failure {
+            HeaderFailure::TooLarge => Unreadable::TooLarge,
+            HeaderFailure::Timeout => {
+                METRICS
+                    .connection_rejected(ConnectionRejection::HeaderTimeout)
+                    .inc();
+                debug!("connection closed: request header not complete within HEADER_READ_TIMEOUT");
+                Unreadable::Timeout
+            }
+            HeaderFailure::ClosedMidHeader => Unreadable::ClientClosed,
+            // `rest_of_header` starts from bytes already read: never these.
+            HeaderFailure::Idle | HeaderFailure::Closed => return,
+        };
+        self.handler.refuse(client, why, started).await;
+    }
+}
+
+/// Sends what is pending and closes the connection.
+async fn close(stream: &mut Stream) {
+    pingora_core::protocols::Shutdown::shutdown(&mut **stream).await;
 }
 
 #[async_trait]
-impl<A> ServerApp for GuardedApp<A>
-where
-    A: HttpServerApp + Send + Sync + 'static,
-{
+impl<H: RequestHandler> ServerApp for ProxyPort<H> {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         crate::pacemaker::ensure_started();
-        let Some(_slot) = ConnectionSlot::take(&self.open, self.limits.max_connections) else {
+        // 1. A slot, or 503.
+        let Some(_slot) = ConnectionSlot::take(&self.open, self.max_connections) else {
             METRICS
                 .connection_rejected(ConnectionRejection::Limit)
                 .inc();
             debug!(
                 "connection refused: {} connections already open",
-                self.limits.max_connections
+                self.max_connections
             );
-            let _ = stream.write_all(OVER_LIMIT).await;
-            let _ = stream.flush().await;
+            // A TLS client could not read a plain answer: it is just closed.
+            if self.tls.is_none() {
+                let mut stream = stream;
+                let _ = stream.write_all(OVER_LIMIT).await;
+                let _ = stream.flush().await;
+            }
             return None;
         };
-        let idle = self.limits.idle_timeout;
-        // Pingora takes keep-alive in whole seconds.
-        let idle_secs = idle.as_secs().max(1);
-        let mut first = true;
-        loop {
-            // The first request's header must be complete within HEADER_READ_TIMEOUT of the
-            // connection; a later one may wait up to IDLE_TIMEOUT (Pingora's keep-alive timeout
-            // closes an idle connection) and then has HEADER_READ_TIMEOUT on top. Peeking for a
-            // later request's first byte would cost a read syscall per scrape.
-            let header_deadline = if first {
-                self.limits.header_read_timeout
-            } else {
-                idle + self.limits.header_read_timeout
-            };
-            first = false;
-            let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive(if *shutdown.borrow() {
-                None
-            } else {
-                Some(idle_secs)
-            });
-            let header_read = HeaderRead::default();
-            session.set_connection_user_context(Some(Box::new(header_read.clone())));
-
-            let request = self.inner.process_new_http(session, shutdown);
-            tokio::pin!(request);
-            let reused = tokio::select! {
-                reused = &mut request => reused,
-                () = tokio::time::sleep(header_deadline) => {
-                    if !header_read.is_marked() {
-                        METRICS.connection_rejected(ConnectionRejection::HeaderTimeout).inc();
-                        debug!("connection closed: request header not read within {header_deadline:?}");
-                        return None;
-                    }
-                    request.await
-                }
-            };
-            let (next, _settings) = reused?.consume();
-            stream = next;
-        }
-    }
-
-    async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        let first_deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        // 2. TLS, under the same deadline as the first request header.
+        let stream = self
+            .handshake(ClientStream::new(stream), first_deadline)
+            .await?;
+        self.serve_connection(stream, first_deadline, shutdown)
+            .await;
+        // The connection was served to its end here; Pingora has nothing left to do with it.
+        None
     }
 }

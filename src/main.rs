@@ -12,8 +12,10 @@ use pingora_core::server::Server;
 use arc_swap::ArcSwap;
 use pingora_core::services::background::background_service;
 use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv, Scheme, TunnelConfig};
+use prometheus_tunnel::listener::capacity::Capacity;
 use prometheus_tunnel::reload::Reloader;
 use prometheus_tunnel::targets::{SharedTargets, TargetTable};
+use prometheus_tunnel::upstream::idle;
 use prometheus_tunnel::{build_info, logging, metrics, service};
 
 /// mimalloc instead of glibc malloc: Pingora allocates per-request buffers that glibc serves
@@ -52,6 +54,8 @@ fn main() -> ExitCode {
     }
 
     metrics::init(tunnel.multi_target);
+    let max_connections = connection_limit(&tunnel);
+    idle::limit_total(Capacity::idle_exporter_connections(max_connections));
     let table = match TargetTable::build(&tunnel) {
         Ok(table) => table,
         Err(e) => {
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
 
-    let proxy = match service::proxy_service(&server_conf, &tunnel, &targets) {
+    let proxy = match service::proxy_service(&server_conf, &tunnel, &targets, max_connections) {
         Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("prometheus-tunnel: cannot build the proxy: {e}");
@@ -91,6 +95,39 @@ fn main() -> ExitCode {
     // Everything is built; a large fleet's configuration need not stay in memory.
     drop(tunnel);
     server.run_forever()
+}
+
+/// `MAX_CONNECTIONS`, or what this process's open-file limit and memory allow when it is
+/// unset; either way said in one line, with a warning when a set value exceeds the file limit.
+fn connection_limit(tunnel: &TunnelConfig) -> usize {
+    let capacity = Capacity::of_this_process();
+    let memory = capacity
+        .memory
+        .map_or("unknown".to_string(), |m| format!("{} MiB", m >> 20));
+    match tunnel.listen.limits.max_connections {
+        Some(set) => {
+            if set > capacity.connections_by_files() {
+                warn!(
+                    "MAX_CONNECTIONS={set} exceeds what the open-file limit ({}) allows ({}: a \
+                     connection, its exporter connection and an idle one each, and {} kept for \
+                     the rest); past that, accepts and exporter connections fail. Raise the \
+                     limit (ulimit -n) or lower MAX_CONNECTIONS.",
+                    capacity.open_files,
+                    capacity.connections_by_files(),
+                    prometheus_tunnel::listener::capacity::RESERVED_FDS,
+                );
+            }
+            set
+        }
+        None => {
+            let derived = capacity.default_max_connections();
+            info!(
+                "MAX_CONNECTIONS not set: {derived} client connections (open-file limit {}, memory {memory})",
+                capacity.open_files
+            );
+            derived
+        }
+    }
 }
 
 /// One line on what listens where and where scrapes go; a warning for unverified TLS.

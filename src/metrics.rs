@@ -1,5 +1,9 @@
 //! The tunnel's own metrics, registered once in the `prometheus` default registry (the one
-//! Pingora's metrics use too), so `/metrics` shows them all.
+//! Pingora's metrics use too), so `/metrics` shows them all. With the crate's `process`
+//! feature that registry also carries the process collector: `process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`, `process_open_fds`, `process_max_fds`,
+//! `process_start_time_seconds`, what every exporter shows and what tells a tunnel near its
+//! memory or open-file limit.
 //!
 //! Names of the first three are those of the original Go tool, kept exactly so existing alert
 //! rules and dashboards keep working. Handles are resolved once: recording a request is a few
@@ -69,14 +73,18 @@ impl UpstreamErrorKind {
 pub enum ConnectionRejection {
     /// `MAX_CONNECTIONS` connections were already open.
     Limit,
-    /// The request header did not arrive within `HEADER_READ_TIMEOUT`.
+    /// The request header (or, on a TLS port, the handshake before it) did not arrive within
+    /// `HEADER_READ_TIMEOUT`.
     HeaderTimeout,
+    /// The TLS handshake failed (not TLS, no or a wrong client certificate).
+    TlsHandshake,
 }
 
 impl ConnectionRejection {
-    const ALL: [ConnectionRejection; 2] = [
+    const ALL: [ConnectionRejection; 3] = [
         ConnectionRejection::Limit,
         ConnectionRejection::HeaderTimeout,
+        ConnectionRejection::TlsHandshake,
     ];
 
     /// The label value.
@@ -84,6 +92,7 @@ impl ConnectionRejection {
         match self {
             ConnectionRejection::Limit => "limit",
             ConnectionRejection::HeaderTimeout => "header_timeout",
+            ConnectionRejection::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -166,7 +175,7 @@ impl TunnelMetrics {
         };
         let rejected_vec = register_int_counter_vec!(
             "proxy_connections_rejected_total",
-            "Client connections closed before a request was answered: over MAX_CONNECTIONS (limit) or a request header slower than HEADER_READ_TIMEOUT (header_timeout).",
+            "Client connections closed before a request was answered: over MAX_CONNECTIONS (limit), a TLS handshake or request header slower than HEADER_READ_TIMEOUT (header_timeout), a failed TLS handshake (tls_handshake).",
             &["reason"]
         )?;
         let info = register_int_gauge_vec!(

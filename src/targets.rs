@@ -71,12 +71,23 @@ impl Target {
     }
 }
 
-/// All targets by name, and the one a request without `?target=` goes to.
+/// How a request names its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    /// One exporter, which gets every request with its query untouched (a blackbox or SNMP
+    /// exporter reads `target` itself).
+    Single,
+    /// Several: this query parameter names the target and is removed before forwarding.
+    ByParam(Arc<str>),
+}
+
+/// All targets by name, and the one a request without a routing parameter goes to.
 pub struct TargetTable {
     by_name: HashMap<Box<str>, Arc<Target>>,
     /// In configuration order, for `/targets`.
     ordered: Vec<Arc<Target>>,
     default: Option<Arc<Target>>,
+    routing: Routing,
 }
 
 impl TargetTable {
@@ -93,11 +104,22 @@ impl TargetTable {
             .default_target
             .as_deref()
             .and_then(|name| by_name.get(name).cloned());
+        let routing = if config.multi_target {
+            Routing::ByParam(Arc::from(config.target_param.as_str()))
+        } else {
+            Routing::Single
+        };
         Ok(TargetTable {
             by_name,
             ordered,
             default,
+            routing,
         })
+    }
+
+    /// How requests name their target.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     /// The target called `name`, in O(1).

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 
 use crate::config::{ExporterConfig, ExporterHost, Scheme};
@@ -88,11 +88,6 @@ impl Upstream {
         opts.ca = exporter.tls.ca.clone();
         opts.verify_cert = exporter.tls.verify;
         opts.verify_hostname = exporter.tls.verify;
-        // For a request with a body, which pingora-proxy forwards: Pingora strips the
-        // hop-by-hop headers (and those `Connection` names) before the request filters run,
-        // and, an exporter never being upgraded to a WebSocket, the upgrade handshake too.
-        // Scrapes are stripped alike by the tunnel's own forwarding (`proxy/rewrite.rs`).
-        opts.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         if let Some(proxy) = &exporter.proxy {
             // plain socks5:// is sent an address the tunnel resolved; CONNECT and socks5h://
             // are sent the name, for the proxy's side to resolve.

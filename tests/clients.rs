@@ -109,12 +109,21 @@ fn slowloris_connections_time_out_and_do_not_block_others() {
         ),
         300.0
     );
-    // All of them were closed by the tunnel.
+    // Each was answered 408, counted as a request, and closed by the tunnel.
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "408")]),
+        300.0
+    );
     for s in &mut slow {
         s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut buf = [0u8; 64];
-        let n = std::io::Read::read(s, &mut buf).unwrap_or(0);
-        assert_eq!(n, 0, "a slow connection was not closed");
+        let mut answer = Vec::new();
+        std::io::Read::read_to_end(s, &mut answer).expect("closed, not left open");
+        assert_eq!(
+            raw_status(&answer),
+            Some(408),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
     }
     assert_eq!(
         exporter.seen().len(),

@@ -98,33 +98,34 @@ fn hop_by_hop_headers_and_upgrades_stay_with_the_client() {
 }
 
 #[test]
-fn a_request_body_is_forwarded_too() {
-    // Scrapes have no body and take the tunnel's own forwarding; a GET with one (allowed by
-    // HTTP, meaningless to an exporter) takes pingora-proxy's, which must pass it on whole.
+fn a_request_with_a_body_is_refused_413_and_not_forwarded() {
+    // No scrape has a body: a GET with one (allowed by HTTP, meaningless to an exporter) is
+    // refused rather than forwarded on a second path.
     let page = exporter_page(2000);
     let exporter = Exporter::start(page.clone());
     let tunnel = Tunnel::start(exporter.port, &[]);
-    let request = b"GET /metrics?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\
-        Connection: close\r\n\r\nhello world";
-    let answer = raw_exchange(tunnel.proxy_port, request, Duration::from_secs(5));
+    for request in [
+        &b"GET /metrics?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world"[..],
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let answer = raw_exchange(tunnel.proxy_port, request, Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(raw_status(&answer), Some(413), "{text}");
+        assert!(text.contains("a scrape is a GET or HEAD without a body"), "{text}");
+        assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    }
+    assert!(exporter.seen().is_empty(), "{:?}", exporter.seen());
+    let m = tunnel.metrics_after(2);
     assert_eq!(
-        raw_status(&answer),
-        Some(200),
-        "{}",
-        String::from_utf8_lossy(&answer)
+        m.value("proxy_response_status_total", &[("status", "413")]),
+        2.0
     );
-    assert!(answer.ends_with(&page), "the page was not forwarded whole");
-    let seen = exporter.seen();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].target, "/metrics?x=1");
-    assert_eq!(seen[0].body, b"hello world");
-    assert_eq!(seen[0].header("connection"), None);
-    let m = tunnel.metrics_after(1);
-    assert_eq!(
-        m.value("proxy_response_status_total", &[("status", "200")]),
-        1.0
-    );
-    assert_eq!(m.value("proxy_response_bytes_total", &[]), 2000.0);
+    // An empty body is no body.
+    let empty =
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(tunnel.proxy_port, empty, Duration::from_secs(5));
+    assert_eq!(raw_status(&answer), Some(200));
+    assert!(answer.ends_with(&page));
 }
 
 #[test]

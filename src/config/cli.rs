@@ -156,7 +156,8 @@ pub struct Cli {
     pub idle_timeout: Option<String>,
 
     /// Most client connections open at once on the proxy port; more are answered 503 and
-    /// closed. [env: MAX_CONNECTIONS] [conf: tunnel.max_connections] [default: 4096]
+    /// closed. [env: MAX_CONNECTIONS] [conf: tunnel.max_connections]
+    /// [default: what the open-file limit and the memory allow, logged at start-up]
     #[arg(long, value_name = "COUNT")]
     pub max_connections: Option<String>,
 
@@ -165,6 +166,12 @@ pub struct Cli {
     /// [default: the SERVER_IP exporter, or the only target]
     #[arg(long, value_name = "NAME")]
     pub default_target: Option<String>,
+
+    /// Multi-target mode: the query parameter that names a request's target, removed before
+    /// forwarding; another name lets blackbox or SNMP exporters keep their own ?target=.
+    /// [env: TARGET_PARAM] [conf: tunnel.target_param] [default: target]
+    #[arg(long, value_name = "NAME")]
+    pub target_param: Option<String>,
 }
 
 impl Cli {
@@ -201,6 +208,7 @@ impl Cli {
             idle_timeout,
             max_connections,
             default_target,
+            target_param,
         } = self;
         [
             (Setting::ServerIp, server_ip),
@@ -234,6 +242,7 @@ impl Cli {
             (Setting::IdleTimeout, idle_timeout),
             (Setting::MaxConnections, max_connections),
             (Setting::DefaultTarget, default_target),
+            (Setting::TargetParam, target_param),
         ]
         .into_iter()
         .filter_map(|(setting, value)| {

@@ -174,6 +174,26 @@ pub fn cidr_list(text: &str) -> Result<Vec<IpRange>, String> {
     }
 }
 
+/// The longest routing parameter name accepted.
+pub const MAX_QUERY_PARAM_LEN: usize = 64;
+
+/// A query parameter name: letters, digits, `_`, `-`, `.`, `~` (no escaping needed).
+pub fn query_param(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let valid = !text.is_empty()
+        && text.len() <= MAX_QUERY_PARAM_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~'));
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "a query parameter name of 1-{MAX_QUERY_PARAM_LEN} letters, digits, '_', '-', '.' or '~', such as target or exporter"
+        ))
+    }
+}
+
 /// The largest connection limit accepted.
 pub const MAX_CONNECTION_LIMIT: usize = 1_000_000;
 

@@ -66,11 +66,13 @@ pub enum Setting {
     MaxConnections,
     /// The target used when a request names none (multi-target mode).
     DefaultTarget,
+    /// The query parameter that names a request's target (multi-target mode).
+    TargetParam,
 }
 
 impl Setting {
     /// Every setting, in the order `--help` and the README list them.
-    pub const ALL: [Setting; 28] = [
+    pub const ALL: [Setting; 29] = [
         Setting::ServerIp,
         Setting::ServerPort,
         Setting::ServerScheme,
@@ -99,6 +101,7 @@ impl Setting {
         Setting::IdleTimeout,
         Setting::MaxConnections,
         Setting::DefaultTarget,
+        Setting::TargetParam,
     ];
 
     /// The environment variable, e.g. `SERVER_PORT`.
@@ -132,6 +135,7 @@ impl Setting {
             Setting::IdleTimeout => "IDLE_TIMEOUT",
             Setting::MaxConnections => "MAX_CONNECTIONS",
             Setting::DefaultTarget => "DEFAULT_TARGET",
+            Setting::TargetParam => "TARGET_PARAM",
         }
     }
 

@@ -1,31 +1,26 @@
-//! A scrape forwarded on Pingora's HTTP/1 client session, from the proxy's `request_filter`.
+//! A scrape forwarded to its exporter on Pingora's HTTP/1 client session, and the answer
+//! streamed to the client as it comes.
 //!
-//! pingora-proxy's own forwarding (`proxy_1to1`) runs the request and the response as two
-//! futures joined by channels, passes the response on as boxed tasks and copies every body
-//! chunk into a new buffer: machinery for request bodies, upgrades, caching and HTTP/2 that a
-//! scrape (a GET or HEAD without a body) never uses, and 15% of the instructions of a small
-//! scrape (callgrind, README "Performance"). Here the request is written, the response header
-//! read and passed on, and the body written to the client straight from the exporter's read
-//! buffer, in one future. Connections come from the exporter's own idle list
-//! (`upstream/idle.rs`) or, when none waits, from Pingora's transport connector (TLS, the
-//! forward proxies of `custom_l4`, connect timeouts from the peer). Everything else stays
-//! Pingora's: HTTP/1 framing both ways, and the `fail_to_proxy` and `logging` phases, which see
-//! this path's errors marked upstream or downstream as pingora-proxy marks them.
+//! The request is written, the response header read and passed on, and the body written to
+//! the client straight from the exporter's read buffer, in one future. Connections come from
+//! the exporter's own idle list (`upstream/idle.rs`) or, when none waits, from Pingora's
+//! transport connector (TLS, the forward proxies of `custom_l4`, connect timeouts from the
+//! peer). All the while the client is watched: one that goes away (or resets) ends the
+//! exchange at once, freeing the exporter connection, and is counted 499. Errors are marked
+//! upstream or downstream, which decides their status and metric (`outcome.rs`).
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Version};
 use log::debug;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
-use pingora_proxy::Session;
 
 use crate::metrics::METRICS;
 use crate::upstream::idle::IdleConnections;
@@ -62,7 +57,7 @@ impl ScrapeDeadline {
     }
 
     /// The error for a body still arriving after the deadline: 504, counted as a timeout.
-    pub fn passed_mid_body(&self) -> Box<Error> {
+    fn passed_mid_body(&self) -> Box<Error> {
         self.passed("while the exporter was still sending its body")
     }
 
@@ -116,7 +111,7 @@ impl Forwarder {
     /// kept as a copy.
     pub async fn forward(
         &self,
-        session: &mut Session,
+        session: &mut HttpSession,
         peer: &HttpPeer,
         idle: &IdleConnections,
         deadline: ScrapeDeadline,
@@ -197,19 +192,36 @@ async fn request_and_answer(
     }
 }
 
-/// One try: the request out, the answer through to the client.
+/// Resolves when the client closes or resets its connection: an error to end the exchange
+/// with (499). Bytes from the client (a pipelined request) are kept for later by the session
+/// and do not end it.
+async fn client_gone(session: &mut HttpSession) -> Box<Error> {
+    match session.read_body_or_idle(true).await {
+        Err(e) => e.into_down(),
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// One try: the request out, the answer through to the client, while the client is watched.
 async fn exchange(
     exporter: &mut ExporterSession,
     reused: bool,
-    session: &mut Session,
+    session: &mut HttpSession,
     request: Box<RequestHeader>,
     deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
     // One timer for the request and the whole header, however slowly it trickles in.
-    let answer = request_and_answer(exporter, reused, request);
-    match tokio::time::timeout(deadline.remaining(), answer).await {
-        Ok(answered) => answered?,
-        Err(_) => return Err(TryFailure::Fail(deadline.passed_before_answer())),
+    let answer = tokio::time::timeout(
+        deadline.remaining(),
+        request_and_answer(exporter, reused, request),
+    );
+    tokio::select! {
+        biased;
+        answered = answer => match answered {
+            Ok(answered) => answered?,
+            Err(_) => return Err(TryFailure::Fail(deadline.passed_before_answer())),
+        },
+        gone = client_gone(session) => return Err(TryFailure::Fail(gone)),
     }
     let Some(header) = exporter.resp_header() else {
         return Err(TryFailure::Fail(
@@ -217,26 +229,28 @@ async fn exchange(
         ));
     };
     let mut header = Box::new(header.clone());
-    let end = exporter.is_body_done();
+    // The version of a response is its sender's: the tunnel speaks HTTP/1.1 to the client
+    // whatever the exporter spoke.
+    header.set_version(Version::HTTP_11);
     // A body that ends when the connection closes (HTTP/1.0 style) goes on chunked, so the
     // client's connection stays open; pingora-proxy does the same.
     let bodiless =
         session.req_header().method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
     if !bodiless
-        && !end
+        && !exporter.is_body_done()
         && header.headers.get(TRANSFER_ENCODING).is_none()
         && header.headers.get(CONTENT_LENGTH).is_none()
     {
-        header.set_version(Version::HTTP_11);
         header
             .insert_header(TRANSFER_ENCODING, "chunked")
             .map_err(TryFailure::Fail)?;
     }
+    // A client that does not read is given no more time than the exporter.
+    session.set_write_timeout(Some(deadline.remaining()));
     session
-        .write_response_header(header, end)
+        .write_response_header(header)
         .await
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
-    let client = session.as_downstream_mut();
     while !exporter.is_body_done() {
         // Each read may take what is left of the deadline, so a trickling body ends with it.
         let left = deadline.remaining();
@@ -244,29 +258,29 @@ async fn exchange(
             return Err(TryFailure::Fail(deadline.passed_mid_body()));
         }
         exporter.read_timeout = Some(left);
-        let chunk = match exporter.read_body_ref().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
-                return Err(TryFailure::Fail(deadline.passed_mid_body()))
-            }
-            Err(e) => return Err(TryFailure::Fail(e.into_up())),
+        let chunk = tokio::select! {
+            biased;
+            read = exporter.read_body_ref() => match read {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                    return Err(TryFailure::Fail(deadline.passed_mid_body()))
+                }
+                Err(e) => return Err(TryFailure::Fail(e.into_up())),
+            },
+            gone = client_gone(session) => return Err(TryFailure::Fail(gone)),
         };
         METRICS.response_bytes.inc_by(chunk.len() as u64);
-        // Written from the exporter's read buffer; only a non-HTTP/1 client session (never
-        // built here: the listener offers HTTP/1.1 only) would need its own copy.
-        let written = match &mut *client {
-            ServerSession::H1(h1) => h1.write_body(chunk).await.map(drop),
-            other => {
-                other
-                    .write_response_body(Bytes::copy_from_slice(chunk), false)
-                    .await
-            }
-        };
-        written.map_err(|e| TryFailure::Fail(e.into_down()))?;
+        session.set_write_timeout(Some(left));
+        // Written from the exporter's read buffer, without a copy of its own.
+        session
+            .write_body(chunk)
+            .await
+            .map_err(|e| TryFailure::Fail(e.into_down()))?;
     }
-    client
-        .write_response_body(Bytes::new(), true)
+    session
+        .finish_body()
         .await
+        .map(drop)
         .map_err(|e| TryFailure::Fail(e.into_down()))
 }

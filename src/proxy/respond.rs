@@ -1,15 +1,19 @@
-//! The small plain-text answers the tunnel makes itself (401, 403, 404, 405, 431, 502, 504).
+//! The small plain-text answers the tunnel makes itself: refusals (400, 401, 403, 404, 405,
+//! 408, 413, 431) and failures (502, 504).
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::Method;
-use pingora_error::Result;
+use pingora_core::protocols::http::v1::server::HttpSession;
+use pingora_core::protocols::Stream;
+use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
+use tokio::io::AsyncWriteExt;
 
-/// Writes a complete small plain-text response (header only for HEAD).
+/// Writes a complete small plain-text response to the request `session` read (header only
+/// for HEAD).
 pub async fn respond(
-    session: &mut Session,
+    session: &mut HttpSession,
     status: u16,
     body: Bytes,
     headers: &[(HeaderName, HeaderValue)],
@@ -21,23 +25,44 @@ pub async fn respond(
         resp.insert_header(name.clone(), value.clone())?;
     }
     let head_only = session.req_header().method == Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
+    session.write_response_header(Box::new(resp)).await?;
     if !head_only {
-        session.write_response_body(Some(body), true).await?;
+        session.write_body(&body).await?;
     }
+    session.finish_body().await?;
     Ok(())
 }
 
 /// Answers `status` and closes the connection afterwards: the request was refused, its body
 /// (if any) was never read, and the connection is not worth keeping.
 pub async fn refuse(
-    session: &mut Session,
+    session: &mut HttpSession,
     status: u16,
     body: &'static [u8],
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<()> {
-    session.set_keepalive(None);
+    session.set_server_keepalive(None);
     respond(session, status, Bytes::from_static(body), headers).await
+}
+
+/// Answers a request that could not be read, straight on the connection, which then closes:
+/// there is no parsed request to answer through a session.
+pub async fn refuse_unread(
+    client: &mut Stream,
+    status: u16,
+    reason: &str,
+    body: &str,
+) -> Result<()> {
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    client
+        .write_all(answer.as_bytes())
+        .await
+        .or_err(ErrorType::WriteError, "answering an unreadable request")?;
+    client
+        .flush()
+        .await
+        .or_err(ErrorType::WriteError, "answering an unreadable request")
 }

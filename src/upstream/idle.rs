@@ -6,20 +6,40 @@
 //! scrape's connection is only ever reused by the next scrape of the same exporter, so each
 //! exporter keeps its own few connections here instead, checked as Pingora checks them (a
 //! non-blocking read: a closed or chattering connection is dropped) when they are taken.
+//!
+//! Idle connections hold file descriptors, which client connections need too: over all
+//! exporters, at most [`limit_total`] of them are kept (the client connection limit, set at
+//! start-up), so a fleet of exporters cannot starve the proxy port or the metrics port.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use log::{debug, warn};
 use pingora_core::protocols::l4::socket::SocketAddr;
 use pingora_core::protocols::Stream;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncReadExt;
 
 /// How long a connection may wait for the next scrape. Firewalls and NAT gateways on the way
 /// to an exporter forget idle flows silently (often after 5 minutes); a connection older than
 /// this is closed rather than trusted, which still covers scrape intervals of a minute.
 pub const MAX_IDLE: Duration = Duration::from_secs(120);
+
+/// Idle connections kept now, over all exporters.
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// The most idle connections kept over all exporters.
+static TOTAL_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Keeps at most `limit` idle exporter connections over all exporters; called once at start-up.
+pub fn limit_total(limit: usize) {
+    TOTAL_LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// Idle exporter connections kept now, over all exporters.
+pub fn total() -> usize {
+    TOTAL.load(Ordering::Relaxed)
+}
 
 /// One connection between scrapes.
 struct IdleConnection {
@@ -42,6 +62,7 @@ impl IdleConnections {
     pub fn take(&self, address: &SocketAddr) -> Option<Stream> {
         loop {
             let mut conn = self.lock().pop()?;
+            TOTAL.fetch_sub(1, Ordering::Relaxed);
             if conn.address != *address || conn.since.elapsed() > MAX_IDLE {
                 debug!("closing an idle connection to {}", conn.address);
                 continue;
@@ -53,10 +74,15 @@ impl IdleConnections {
     }
 
     /// Keeps `stream`, a connection to `address` whose answer was read whole, for the next
-    /// scrape; at most `capacity` are kept. The least recently used one is closed once it has
-    /// waited longer than [`MAX_IDLE`], so a burst of scrapes leaves no connections behind.
+    /// scrape; at most `capacity` are kept, and none past the total limit. The least recently
+    /// used one is closed once it has waited longer than [`MAX_IDLE`], so a burst of scrapes
+    /// leaves no connections behind.
     pub fn put(&self, mut stream: Stream, address: SocketAddr, capacity: usize) {
         if !is_open(&mut stream) {
+            return;
+        }
+        if total() >= TOTAL_LIMIT.load(Ordering::Relaxed) {
+            debug!("closing a connection to {address}: the idle exporter connections are at their limit");
             return;
         }
         let conn = IdleConnection {
@@ -67,9 +93,11 @@ impl IdleConnections {
         let mut idle = self.lock();
         if idle.first().is_some_and(|c| c.since.elapsed() > MAX_IDLE) {
             idle.remove(0);
+            TOTAL.fetch_sub(1, Ordering::Relaxed);
         }
         if idle.len() < capacity {
             idle.push(conn);
+            TOTAL.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -93,25 +121,34 @@ impl IdleConnections {
     }
 }
 
+impl Drop for IdleConnections {
+    /// A target removed on reload takes its idle connections with it.
+    fn drop(&mut self) {
+        let kept = self.lock().len();
+        TOTAL.fetch_sub(kept, Ordering::Relaxed);
+    }
+}
+
 /// Whether an idle connection can carry a request: one read attempt that must not complete.
 /// An exporter never speaks first, so data means a confused connection and end-of-file a
 /// closed one (Pingora's `test_reusable_stream` makes the same check). No syscall when the
 /// socket has not become readable.
 fn is_open(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    match std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf) {
-        Poll::Pending => true,
-        Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+    // Outside tokio's cooperative budget: a task that has used up its budget is told "pending"
+    // without a look at the socket, and a confused connection would pass (Pingora's own check
+    // is unconstrained for the same reason).
+    match tokio::task::unconstrained(stream.read(&mut byte)).now_or_never() {
+        None => true,
+        Some(Ok(0)) => {
             debug!("an idle exporter connection was closed by the exporter");
             false
         }
-        Poll::Ready(Ok(())) => {
+        Some(Ok(_)) => {
             warn!("an idle exporter connection received unexpected data; closed");
             false
         }
-        Poll::Ready(Err(e)) => {
+        Some(Err(e)) => {
             debug!("an idle exporter connection is broken: {e}");
             false
         }

@@ -14,8 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_prometheus-tunnel");
+/// The binary under test: this build's, or another build named by `PROMETHEUS_TUNNEL_BIN`
+/// (to show that a test fails on the build before a fix).
+pub fn bin() -> PathBuf {
+    std::env::var_os("PROMETHEUS_TUNNEL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_prometheus-tunnel")))
+}
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -250,7 +255,7 @@ impl Drop for Tunnel {
 
 /// The tunnel binary with an environment holding nothing the tunnel reads.
 pub fn base_command() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("RUST_LOG", "info");
