@@ -3,6 +3,7 @@
 #   cmake                     to build pingora-core's zlib-ng
 #   prometheus, promtool      the real Prometheus of the end-to-end test; promtool checks the rules
 #   prometheus-node-exporter  the real exporter scraped through the tunnel
+#   prometheus-blackbox-exporter  the exporter that reads ?target= itself
 #   tinyproxy, microsocks     the real HTTP CONNECT and SOCKS5 proxies of the proxy tests
 #   openssl                   makes the certificates of the TLS tests
 #   curl                      the TLS client (with a client certificate) of the proxy-port TLS test
@@ -16,7 +17,7 @@ set -euo pipefail
 want=(cmake)
 case "${1:-test}" in
   build) ;;
-  test) want+=(prometheus prometheus-node-exporter tinyproxy microsocks openssl curl) ;;
+  test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl) ;;
   bench) want+=(nginx haproxy wrk) ;;
   callgrind) want+=(nginx valgrind) ;;
   *)

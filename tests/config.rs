@@ -79,6 +79,22 @@ fn bad_values_exit_2_naming_them() {
         "--server-scheme=\"gopher\": expected http or https",
     );
     refused(&base, &[], "SERVER_IP is not set");
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("TARGET_PARAM", "exporter")]),
+        &[],
+        "TARGET_PARAM=\"exporter\": expected tunnel.targets with it",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_file(
+        dir.path(),
+        "multi.yaml",
+        "tunnel:\n  targets:\n  - name: a\n    address: 10.0.0.1:9100\n",
+    );
+    refused(
+        &with(&[("TARGET_PARAM", "ex porter")]),
+        &["-c", conf.to_str().unwrap()],
+        "TARGET_PARAM=\"ex porter\": expected a query parameter name",
+    );
 }
 
 #[test]
