@@ -23,23 +23,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import load  # noqa: E402  (the bench's upstream and helpers)
+import lab  # noqa: E402  (the bench's upstream and helpers)
 
 
 def scrape_under_callgrind(work: Path, upstream_port: int, scrapes: int, gzip: bool) -> tuple[int, Path]:
     """Runs the tunnel under callgrind for `scrapes` scrapes; returns its total instructions."""
-    port = load.free_port()
+    port = lab.free_port()
     conf = work / "tunnel.yaml"
-    conf.write_text(load.TUNNEL_CONF)
+    conf.write_text(lab.TUNNEL_CONF)
     out = work / f"callgrind.{scrapes}.out"
     log = open(work / f"tunnel.{scrapes}.log", "w")
     child = subprocess.Popen(
-        [load.tool("valgrind"), "--tool=callgrind", f"--callgrind-out-file={out}",
-         str(load.TUNNEL), "-c", str(conf)],
-        env=load.tunnel_env(upstream_port, port), stdout=log, stderr=subprocess.STDOUT,
+        [lab.tool("valgrind"), "--tool=callgrind", f"--callgrind-out-file={out}",
+         str(lab.TUNNEL), "-c", str(conf)],
+        env=lab.tunnel_env("127.0.0.1", upstream_port, port), stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        load.wait_port(port, limit=60)
+        lab.wait_port(port, limit=60)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         headers = {"Accept-Encoding": "gzip"} if gzip else {}
         for _ in range(scrapes):
@@ -92,24 +92,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scrapes", type=int, default=2000, help="scrapes in the larger run")
     parser.add_argument("--gzip", action="store_true", help="ask for the gzip-encoded page")
-    parser.add_argument("--out", type=Path, default=load.ROOT / "benches" / "results")
-    parser.add_argument("--binary", type=Path, default=load.TUNNEL,
+    parser.add_argument("--out", type=Path, default=lab.ROOT / "benches" / "results")
+    parser.add_argument("--binary", type=Path, default=lab.TUNNEL,
                         help="another tunnel build to count (to compare two builds of a change)")
     args = parser.parse_args()
-    load.TUNNEL = args.binary.resolve()
-    if not load.TUNNEL.exists():
+    lab.TUNNEL = args.binary.resolve()
+    if not lab.TUNNEL.exists():
         sys.exit("build the tunnel first: benches/instructions.sh does")
     few = max(args.scrapes // 4, 100)
     with tempfile.TemporaryDirectory() as tmp:
-        lab = load.Lab(Path(tmp))
+        # Instruction counts do not depend on the link: the upstream stays on loopback.
+        upstream = lab.Lab(Path(tmp), lab.Link("loopback"))
         try:
-            lab.start_upstream()
-            small, small_out = scrape_under_callgrind(Path(tmp), lab.ports["upstream"], few, args.gzip)
-            large, large_out = scrape_under_callgrind(Path(tmp), lab.ports["upstream"], args.scrapes, args.gzip)
+            upstream.start_upstream()
+            port = upstream.ports["upstream"]
+            small, small_out = scrape_under_callgrind(Path(tmp), port, few, args.gzip)
+            large, large_out = scrape_under_callgrind(Path(tmp), port, args.scrapes, args.gzip)
             per_scrape = (large - small) / (args.scrapes - few)
             rows = per_scrape_functions(small_out, large_out, args.scrapes - few)
         finally:
-            lab.stop()
+            upstream.stop()
     page = "gzip-encoded 59 KB page" if args.gzip else "59 KB page"
     report = [
         f"Instructions per scrape ({page}, one keep-alive connection, callgrind, "

@@ -7,29 +7,29 @@ requests/s at 32 connections, p50 and p99 at 1 connection, and for each proxy it
 seconds per 10,000 scrapes. Every figure is printed as a ratio to HAProxy and to nginx, for the
 plain page, the gzip-encoded page Prometheus asks for, and a 5 MB (kube-state-metrics sized) page.
 
-Usage: benches/run.sh [--rounds N] [--duration SECONDS] [--out DIR]
+The upstream sits where real exporters are, on another host: in a network namespace behind a
+veth pair (benches/lab.py creates and removes it), and, for comparison, on loopback; with
+`tc netem` (where the kernel has it) also behind a link with 1 ms of delay. The CPU model and
+kernel are recorded with the figures.
+
+Usage: benches/run.sh [--rounds N] [--duration SECONDS] [--link veth|loopback|delay] [--out DIR]
 (benches/run.sh installs nginx, haproxy and wrk when missing, builds the tunnel in release.)
 Results: DIR/results.json, DIR/results.md (the README's table) and DIR/results.png.
 """
 
 import argparse
-import gzip
 import json
-import os
-import re
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "benches" / "node_exporter_page.txt"
-TUNNEL = ROOT / "target" / "release" / "prometheus-tunnel"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import (  # noqa: E402
+    ROOT, TUNNEL, Lab, Link, cpu_seconds, machine, machine_line, wrk,
+)
+
 PROXIES = ["tunnel", "haproxy", "nginx"]
 # Extra tunnel builds measured alongside (--also NAME=PATH[,conf line;conf line]), for experiments.
 EXTRA_TUNNELS: dict[str, str] = {}
@@ -39,219 +39,12 @@ SCENARIOS = {
     "59 KB page, gzip": {"file": "metrics", "headers": ["Accept-Encoding: gzip"]},
     "5 MB page": {"file": "big", "headers": []},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def nginx_conf(work: Path, name: str, http_body: str) -> str:
-    """An nginx conf: one worker in the foreground, no access log, long keep-alive."""
-    return f"""
-worker_processes 1;
-daemon off;
-pid {work}/{name}.pid;
-error_log {work}/{name}.err warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-{http_body}
-}}
-"""
-
-
-# The tunnel's Pingora conf in every bench: one thread, as the other proxies get; a quick stop.
-TUNNEL_CONF = "version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
-
-
-def tunnel_env(upstream_port: int, port: int) -> dict[str, str]:
-    """The tunnel's environment: the upstream on loopback, the proxy port `port`, and a free
-    metrics port."""
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "SERVER_IP": "127.0.0.1",
-        "SERVER_PORT": str(upstream_port),
-        "LISTEN_ADDRESS": "127.0.0.1",
-        "LISTEN_PORT": str(port),
-        "METRICS_PORT": str(free_port()),
-        "RUST_LOG": "warn",
-    }
-
-
-def wait_port(port: int, limit: float = 10.0) -> None:
-    start = time.time()
-    while time.time() - start < limit:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
-    if not path:
-        sys.exit(f"{name} is not installed: run benches/run.sh, which installs it")
-    return path
-
-
-class Lab:
-    """The upstream and the three proxies, each a child process on free loopback ports."""
-
-    def __init__(self, work: Path):
-        self.work = work
-        self.children: dict[str, subprocess.Popen] = {}
-        self.ports: dict[str, int] = {}
-
-    def start_upstream(self) -> None:
-        # nginx workers run as an unprivileged user when started as root: they must be able to
-        # read the page.
-        self.work.chmod(0o755)
-        root = self.work / "www"
-        root.mkdir(mode=0o755)
-        page = PAGE.read_bytes()
-        (root / "metrics").write_bytes(page)
-        (root / "metrics.gz").write_bytes(gzip.compress(page, 6))
-        big = (page * (5 * 1024 * 1024 // len(page) + 1))[: 5 * 1024 * 1024]
-        (root / "big").write_bytes(big)
-        port = free_port()
-        conf = self.work / "upstream.conf"
-        conf.write_text(nginx_conf(self.work, "upstream", f"""
-    gzip_static on;
-    default_type "text/plain; version=0.0.4";
-    server {{ listen 127.0.0.1:{port}; root {root}; }}"""))
-        self._spawn("upstream", [tool("nginx"), "-c", str(conf), "-e", str(self.work / "upstream.err")])
-        self.ports["upstream"] = port
-        wait_port(port)
-
-    def start_proxy(self, name: str) -> None:
-        up = self.ports["upstream"]
-        port = free_port()
-        if name == "tunnel" or name in EXTRA_TUNNELS:
-            conf = self.work / f"{name}.yaml"
-            conf.write_text(TUNNEL_CONF + EXTRA_CONF.get(name, ""))
-            binary = EXTRA_TUNNELS.get(name, str(TUNNEL))
-            self._spawn(name, [binary, "-c", str(conf)], env=tunnel_env(up, port))
-        elif name == "haproxy":
-            conf = self.work / "haproxy.cfg"
-            conf.write_text(f"""
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    server up 127.0.0.1:{up}
-""")
-            self._spawn("haproxy", [tool("haproxy"), "-f", str(conf), "-db"])
-        elif name == "nginx":
-            conf = self.work / "nginx-proxy.conf"
-            conf.write_text(nginx_conf(self.work, "proxy", f"""
-    upstream up {{ server 127.0.0.1:{up}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""))
-            self._spawn("nginx", [tool("nginx"), "-c", str(conf), "-e", str(self.work / "proxy.err")])
-        self.ports[name] = port
-        try:
-            wait_port(port)
-        except RuntimeError:
-            self.stop()
-            sys.exit(f"{name} did not start; its log:\n{(self.work / f'{name}.log').read_text()}")
-
-    def _spawn(self, name: str, cmd: list[str], env=None) -> None:
-        log = open(self.work / f"{name}.log", "w")
-        self.children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self) -> None:
-        for child in self.children.values():
-            child.send_signal(signal.SIGINT)
-        for child in self.children.values():
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-
-
-def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int,
-        watch_pid: int | None = None) -> dict:
-    """One wrk run; with `watch_pid`, also the peak RSS of that process (and its children)
-    sampled every 0.2 s while wrk runs."""
-    cmd = [tool("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for h in headers:
-        cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}/{path}")
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_rss = 0.0
-    while watch_pid is not None and child.poll() is None:
-        peak_rss = max(peak_rss, rss_mib(watch_pid))
-        time.sleep(0.2)
-    out, err = child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"wrk failed: {err}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-
-    def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
-        value, unit = float(m.group(1)), m.group(2)
-        return value * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
-
-    return {
-        "rps": rps,
-        "requests": requests,
-        "p50_us": pct("50"),
-        "p99_us": pct("99"),
-        "errors": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1) if socket_errors else "",
-        "peak_rss_mib": peak_rss,
-    }
-
-
-def family(pid: int) -> list[int]:
-    """`pid` and its descendants (nginx's workers do its work, not its master)."""
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            pids.extend(family(int(child)))
-    return pids
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in family(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    total = 0
-    for p in family(pid):
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+# The links, by --link name.
+LINKS = {
+    "veth": lambda: Link("veth"),
+    "loopback": lambda: Link("loopback"),
+    "delay": lambda: Link("veth", delay_ms=1.0),
+}
 
 
 def measure(lab: Lab, rounds: int, seconds: int) -> dict:
@@ -295,10 +88,11 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def markdown(summary: dict, meta: dict) -> str:
+def markdown(summary: dict, meta: dict, link: str) -> str:
     lines = [
-        f"Measured {meta['date']} on {meta['machine']}; {meta['rounds']} alternating rounds of "
-        f"{meta['duration']} s per figure, medians; one thread or worker per proxy, upstream keep-alive on.",
+        f"Measured {meta['date']} on {meta['machine']}; upstream: {link}; {meta['rounds']} alternating "
+        f"rounds of {meta['duration']} s per figure, medians; one thread or worker per proxy, upstream "
+        "keep-alive on.",
         "",
         "| page | proxy | req/s at 32 conns | vs HAProxy | vs nginx | p50 at 1 conn | p99 at 1 conn | errors |",
         "|---|---|---|---|---|---|---|---|",
@@ -358,6 +152,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per throughput run")
     parser.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
+    parser.add_argument("--link", choices=list(LINKS), action="append",
+                        help="where the upstream is (default: veth, loopback and delay)")
     parser.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
                         help="also measure another tunnel binary (an experiment) under NAME")
     parser.add_argument("--only", choices=list(SCENARIOS), action="append",
@@ -367,8 +163,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.replot:
         saved = json.loads((args.out / "results.json").read_text())
-        chart(saved["summary"], args.out / "results.png")
-        (args.out / "results.md").write_text(markdown(saved["summary"], saved["meta"]))
+        write_reports(saved, args.out)
         return
     for spec in args.also:
         name, _, rest = spec.partition("=")
@@ -382,34 +177,52 @@ def main() -> None:
                 del SCENARIOS[scenario]
     if not TUNNEL.exists():
         sys.exit("build the tunnel first: cargo build --release --locked (benches/run.sh does)")
+    links = args.link or ["veth", "loopback", "delay"]
+    if "delay" in links:
+        available, why = Link.netem_available()
+        if not available:
+            print(f"skipping the 1 ms delay link: this kernel has no tc netem ({why})", flush=True)
+            links.remove("delay")
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        lab = Lab(Path(tmp))
-        try:
-            lab.start_upstream()
-            for proxy in PROXIES:
-                lab.start_proxy(proxy)
-            for proxy in PROXIES:  # warm up connections and caches
-                wrk(lab.ports[proxy], "metrics", [], 8, 1)
-            results = measure(lab, args.rounds, args.duration)
-        finally:
-            lab.stop()
-    summary = summarize(results)
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} cores, {os.uname().machine}, Linux {os.uname().release}",
-        "rounds": args.rounds,
-        "duration": args.duration,
+    saved = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": machine_line(machine()),
+            "rounds": args.rounds,
+            "duration": args.duration,
+        },
+        "links": {},
     }
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2))
-    table = markdown(summary, meta)
-    (args.out / "results.md").write_text(table)
-    chart(summary, args.out / "results.png")
+    for name in links:
+        with LINKS[name]() as link, tempfile.TemporaryDirectory() as tmp:
+            print(f"== upstream: {link.name}", flush=True)
+            lab = Lab(Path(tmp), link, EXTRA_TUNNELS, EXTRA_CONF)
+            try:
+                lab.start_upstream()
+                for proxy in PROXIES:
+                    lab.start_proxy(proxy)
+                for proxy in PROXIES:  # warm up connections and caches
+                    wrk(lab.ports[proxy], "metrics", [], 8, 1)
+                results = measure(lab, args.rounds, args.duration)
+            finally:
+                lab.stop()
+            saved["links"][link.name] = {"summary": summarize(results), "runs": results}
+    (args.out / "results.json").write_text(json.dumps(saved, indent=2))
+    write_reports(saved, args.out)
     print()
-    print(table)
-    for scenario, by_proxy in summary.items():
-        if any(s["errors"] for s in by_proxy.values()):
-            sys.exit(f"errors in {scenario}: the figures are not comparable")
+    print((args.out / "results.md").read_text())
+    for link, data in saved["links"].items():
+        for scenario, by_proxy in data["summary"].items():
+            if any(s["errors"] for s in by_proxy.values()):
+                sys.exit(f"errors in {scenario} ({link}): the figures are not comparable")
+
+
+def write_reports(saved: dict, out: Path) -> None:
+    """results.md (a table per link) and results.png (the first link's chart)."""
+    tables = [markdown(data["summary"], saved["meta"], link) for link, data in saved["links"].items()]
+    (out / "results.md").write_text("\n".join(tables))
+    first = next(iter(saved["links"].values()))
+    chart(first["summary"], out / "results.png")
 
 
 if __name__ == "__main__":

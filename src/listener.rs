@@ -9,7 +9,7 @@
 //! answered and counted like any other.
 //!
 //! For one connection:
-//! 1. take a connection slot, or answer 503 and close;
+//! 1. admitted in Pingora's accept loop (`gate.rs`), or answered 503, or closed at once;
 //! 2. with TLS, the handshake, within `HEADER_READ_TIMEOUT` of the accept;
 //! 3. wait for a request's first bytes (the first request: by that same deadline; later ones:
 //!    up to `IDLE_TIMEOUT`, then `HEADER_READ_TIMEOUT` from their first byte for the rest);
@@ -18,9 +18,9 @@
 
 pub mod capacity;
 pub mod client_stream;
+pub mod gate;
 pub mod header;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +38,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::ClientLimits;
 use crate::metrics::{ConnectionRejection, METRICS};
 use client_stream::ClientStream;
+use gate::{ConnectionGate, ConnectionSlot};
 use header::HeaderFailure;
 
 /// What the proxy port does with the requests the listener reads.
@@ -68,53 +69,21 @@ pub enum Unreadable {
 /// The answer to a connection over the limit.
 const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 49\r\nConnection: close\r\n\r\n503 Service Unavailable: too many connections\r\n\r\n";
 
-/// One open connection, counted for as long as it lives.
-struct ConnectionSlot<'a>(&'a AtomicUsize);
-
-impl<'a> ConnectionSlot<'a> {
-    fn take(open: &'a AtomicUsize, max: usize) -> Option<Self> {
-        let mut current = open.load(Ordering::Relaxed);
-        loop {
-            if current >= max {
-                return None;
-            }
-            match open.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    METRICS.open_connections.inc();
-                    return Some(ConnectionSlot(open));
-                }
-                Err(now) => current = now,
-            }
-        }
-    }
-}
-
-impl Drop for ConnectionSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        METRICS.open_connections.dec();
-    }
-}
-
 /// The proxy port's `ServerApp`: limits, TLS and the HTTP/1 request loop around a handler.
 pub struct ProxyPort<H> {
     handler: Arc<H>,
     limits: ClientLimits,
-    /// `MAX_CONNECTIONS`, or what the machine allows when it is unset (`capacity.rs`).
-    max_connections: usize,
+    /// Open connections against `MAX_CONNECTIONS` (or what the machine allows when it is
+    /// unset, `capacity.rs`), counted from accept.
+    gate: Arc<ConnectionGate>,
     /// TLS on the port, if configured; the handshake runs here, under the limits.
     tls: Option<Acceptor>,
-    open: AtomicUsize,
 }
 
 impl<H: RequestHandler> ProxyPort<H> {
     /// Serves `handler` on at most `max_connections` connections limited by `limits`, over TLS
-    /// when `tls` is given. The port's Pingora listener must be plain TCP without L4 buffers.
+    /// when `tls` is given. The port's Pingora listener must be plain TCP without L4 buffers,
+    /// with [`ProxyPort::gate`] as its connection filter.
     pub fn new(
         handler: H,
         limits: ClientLimits,
@@ -124,10 +93,14 @@ impl<H: RequestHandler> ProxyPort<H> {
         ProxyPort {
             handler: Arc::new(handler),
             limits,
-            max_connections,
+            gate: ConnectionGate::new(max_connections),
             tls,
-            open: AtomicUsize::new(0),
         }
+    }
+
+    /// The admission of connections, to run in the listener's accept loop.
+    pub fn gate(&self) -> Arc<ConnectionGate> {
+        Arc::clone(&self.gate)
     }
 
     /// The TLS handshake, if any, by `deadline`; `None` when it failed (counted).
@@ -160,14 +133,28 @@ impl<H: RequestHandler> ProxyPort<H> {
         }
     }
 
+    /// One connection that has its slot, to its close.
+    async fn run(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch, _slot: ConnectionSlot) {
+        let first_deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        // 2. TLS, under the same deadline as the first request header.
+        let Some(stream) = self
+            .handshake(ClientStream::new(stream), first_deadline)
+            .await
+        else {
+            return;
+        };
+        self.serve_connection(stream, first_deadline, shutdown)
+            .await;
+    }
+
     /// Requests on one connection until it closes, fails, idles out or the server shuts down.
+    /// While it waits for a request, a connection holds only this loop's small state.
     async fn serve_connection(
         &self,
         mut stream: Stream,
         first_deadline: tokio::time::Instant,
-        shutdown: &ShutdownWatch,
+        mut shutdown: ShutdownWatch,
     ) {
-        let mut shutdown = shutdown.clone();
         let mut carried: Option<BytesMut> = None;
         let mut first = true;
         loop {
@@ -206,47 +193,64 @@ impl<H: RequestHandler> ProxyPort<H> {
                 }
             };
             first = false;
-            let header = match header::rest_of_header(&mut stream, bytes, deadline).await {
-                Ok(header) => header,
-                Err(failure) => {
-                    self.refuse_unread(&mut stream, failure).await;
-                    close(&mut stream).await;
-                    return;
-                }
-            };
-            let started = Instant::now();
-            let mut session = HttpSession::new(stream);
-            // 4. Pingora parses the header from these bytes, without reading the socket again.
-            session.set_pipelining_enabled(true);
-            session.set_pipelined_prefix(header);
-            session.set_read_timeout(Some(
-                deadline.saturating_duration_since(tokio::time::Instant::now()),
-            ));
-            match session.read_request().await {
-                Ok(Some(_)) => {
-                    self.handler.serve(&mut session, started).await;
-                    if *shutdown.borrow() {
-                        session.set_server_keepalive(None);
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let mut client = session.into_inner();
-                    self.handler
-                        .refuse(&mut client, Unreadable::Malformed(e), started)
-                        .await;
-                    close(&mut client).await;
-                    return;
+            // 4. The request, in a future of its own: allocated while it is served, so that an
+            // idle connection does not carry the state of a request in flight.
+            let served = Box::pin(self.serve_request(stream, bytes, deadline, &shutdown)).await;
+            match served {
+                // 5. On to the next request, if the connection may carry one.
+                Some((next, pipelined)) => (stream, carried) = (next, pipelined),
+                None => return,
+            }
+        }
+    }
+
+    /// Reads, parses and answers one request whose first `bytes` arrived; returns the
+    /// connection and any pipelined bytes if it may carry another request.
+    async fn serve_request(
+        &self,
+        mut stream: Stream,
+        bytes: BytesMut,
+        deadline: tokio::time::Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Stream, Option<BytesMut>)> {
+        let header = match header::rest_of_header(&mut stream, bytes, deadline).await {
+            Ok(header) => header,
+            Err(failure) => {
+                self.refuse_unread(&mut stream, failure).await;
+                close(&mut stream).await;
+                return None;
+            }
+        };
+        let started = Instant::now();
+        let mut session = HttpSession::new(stream);
+        // Pingora parses the header from these bytes, without reading the socket again.
+        session.set_pipelining_enabled(true);
+        session.set_pipelined_prefix(header);
+        session.set_read_timeout(Some(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+        ));
+        match session.read_request().await {
+            Ok(Some(_)) => {
+                self.handler.serve(&mut session, started).await;
+                if *shutdown.borrow() {
+                    session.set_server_keepalive(None);
                 }
             }
-            // 5. On to the next request, if the connection may carry one.
-            match session.reuse().await {
-                Ok(Some(reusable)) => (stream, carried) = reusable.into_parts(),
-                Ok(None) => return,
-                Err(e) => {
-                    debug!("connection not reusable: {e}");
-                    return;
-                }
+            Ok(None) => return None,
+            Err(e) => {
+                let mut client = session.into_inner();
+                self.handler
+                    .refuse(&mut client, Unreadable::Malformed(e), started)
+                    .await;
+                close(&mut client).await;
+                return None;
+            }
+        }
+        match session.reuse().await {
+            Ok(reusable) => reusable.map(|reusable| reusable.into_parts()),
+            Err(e) => {
+                debug!("connection not reusable: {e}");
+                None
             }
         }
     }
@@ -280,35 +284,28 @@ async fn close(stream: &mut Stream) {
 impl<H: RequestHandler> ServerApp for ProxyPort<H> {
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         crate::pacemaker::ensure_started();
-        // 1. A slot, or 503.
-        let Some(_slot) = ConnectionSlot::take(&self.open, self.max_connections) else {
-            METRICS
-                .connection_rejected(ConnectionRejection::Limit)
-                .inc();
+        // 1. The slot reserved at accept, or 503: a refused connection gets no task of its own.
+        let Some(slot) = self.gate.claim() else {
             debug!(
                 "connection refused: {} connections already open",
-                self.max_connections
+                self.gate.max()
             );
             // A TLS client could not read a plain answer: it is just closed.
             if self.tls.is_none() {
-                let mut stream = stream;
                 let _ = stream.write_all(OVER_LIMIT).await;
                 let _ = stream.flush().await;
             }
+            self.gate.refused();
             return None;
         };
-        let first_deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
-        // 2. TLS, under the same deadline as the first request header.
-        let stream = self
-            .handshake(ClientStream::new(stream), first_deadline)
-            .await?;
-        self.serve_connection(stream, first_deadline, shutdown)
-            .await;
-        // The connection was served to its end here; Pingora has nothing left to do with it.
+        // The connection gets a task of its own, and Pingora's ends here: Pingora's task keeps
+        // its accept-time state alive as long as the connection, 5.5 KiB of it; this one holds
+        // only what an idle connection needs (README, "Connections").
+        tokio::spawn(Arc::clone(self).run(stream, shutdown.clone(), slot));
         None
     }
 }

@@ -40,7 +40,10 @@ pub fn proxy_service(
         None => None,
     };
     let port = ProxyPort::new(proxy, config.listen.limits, max_connections, tls);
+    let gate = port.gate();
     let mut service = Service::new("proxy".to_string(), port);
+    // Connections are counted, and those far over the limit closed, in the accept loop itself.
+    service.set_connection_filter(gate);
     // No L4 buffers: `ProxyPort` reads headers into buffers of their own size and gathers
     // writes only while a response is written, so an idle connection holds no buffer.
     let listener = ListenerConfig::tcp(config.listen.proxy_addr().to_string())

@@ -13,8 +13,10 @@ use std::path::Path;
 
 /// File descriptors kept for everything but proxy-port clients and their exporter connections:
 /// stdio, the runtime's epoll and event descriptors, listeners, metrics-port clients, files
-/// read on reload, name lookups.
-pub const RESERVED_FDS: u64 = 64;
+/// read on reload, name lookups; and connections refused over the limit, which Pingora's accept
+/// loop takes in bursts (up to tokio's cooperative budget of 128) before they are closed. Past
+/// the limit, `accept` fails and Pingora's loop stops accepting for a second.
+pub const RESERVED_FDS: u64 = 64 + 128;
 
 /// Memory budget of one client connection, counted as a scrape in flight (idle ones cost a
 /// tenth of it).
@@ -139,16 +141,16 @@ mod tests {
             memory: Some(128 * mib),
         };
         assert_eq!(pod.default_max_connections(), 1536);
-        // `ulimit -n 256` on a large machine: files decide, with room for the exporter side.
+        // `ulimit -n 1024` on a large machine: files decide, with room for the exporter side.
         let shell = Capacity {
-            open_files: 256,
+            open_files: 1024,
             memory: Some(16 * 1024 * mib),
         };
-        assert_eq!(shell.default_max_connections(), 64);
-        assert!(3 * shell.default_max_connections() as u64 + RESERVED_FDS <= 256);
+        assert_eq!(shell.default_max_connections(), 277);
+        assert!(3 * shell.default_max_connections() as u64 + RESERVED_FDS <= 1024);
         // Never below the floor, never above the ceiling.
         let tiny = Capacity {
-            open_files: 70,
+            open_files: 200,
             memory: Some(33 * mib),
         };
         assert_eq!(tiny.default_max_connections(), MIN_DERIVED_CONNECTIONS);

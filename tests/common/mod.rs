@@ -89,20 +89,30 @@ impl Tunnel {
 
     /// As [`Tunnel::start`], with extra command-line arguments.
     pub fn start_with(exporter_port: u16, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
-        Self::launch(Some(exporter_port), env, args)
+        Self::launch(&bin(), Some(exporter_port), env, args)
+    }
+
+    /// As [`Tunnel::start`], through `binary` (a wrapper that sets limits, say).
+    pub fn start_with_binary(binary: &Path, exporter_port: u16, env: &[(&str, &str)]) -> Tunnel {
+        Self::launch(binary, Some(exporter_port), env, &[])
     }
 
     /// A tunnel without SERVER_IP: its exporters come from the conf file in `args`.
     pub fn start_without_exporter(env: &[(&str, &str)], args: &[&str]) -> Tunnel {
-        Self::launch(None, env, args)
+        Self::launch(&bin(), None, env, args)
     }
 
-    fn launch(exporter_port: Option<u16>, env: &[(&str, &str)], args: &[&str]) -> Tunnel {
+    fn launch(
+        binary: &Path,
+        exporter_port: Option<u16>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Tunnel {
         // Free ports are picked by binding and releasing them, so a test running in parallel
         // can pick the same one; the tunnel then refuses to start ("cannot listen") and is
         // started again on other ports.
         for _ in 0..5 {
-            if let Some(tunnel) = Self::try_launch(exporter_port, env, args) {
+            if let Some(tunnel) = Self::try_launch(binary, exporter_port, env, args) {
                 return tunnel;
             }
         }
@@ -111,6 +121,7 @@ impl Tunnel {
 
     /// Starts the tunnel and waits until it listens; `None` if its ports were taken.
     fn try_launch(
+        binary: &Path,
         exporter_port: Option<u16>,
         env: &[(&str, &str)],
         args: &[&str],
@@ -119,7 +130,7 @@ impl Tunnel {
         let metrics_port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("tunnel.log");
-        let mut cmd = base_command();
+        let mut cmd = command(binary);
         if let Some(port) = exporter_port {
             cmd.env("SERVER_IP", "127.0.0.1")
                 .env("SERVER_PORT", port.to_string());
@@ -255,7 +266,12 @@ impl Drop for Tunnel {
 
 /// The tunnel binary with an environment holding nothing the tunnel reads.
 pub fn base_command() -> Command {
-    let mut cmd = Command::new(bin());
+    command(&bin())
+}
+
+/// `binary` with an environment holding nothing the tunnel reads.
+fn command(binary: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("RUST_LOG", "info");

@@ -58,6 +58,7 @@ struct State {
     delay: Mutex<Duration>,
     seen: Mutex<Vec<Seen>>,
     connections: AtomicUsize,
+    open: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -78,6 +79,7 @@ impl Exporter {
             delay: Mutex::new(Duration::ZERO),
             seen: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
         let accept_state = Arc::clone(&state);
@@ -88,8 +90,12 @@ impl Exporter {
                 }
                 let Ok(stream) = stream else { continue };
                 accept_state.connections.fetch_add(1, Ordering::SeqCst);
+                accept_state.open.fetch_add(1, Ordering::SeqCst);
                 let conn_state = Arc::clone(&accept_state);
-                thread::spawn(move || serve(stream, &conn_state));
+                thread::spawn(move || {
+                    serve(stream, &conn_state);
+                    conn_state.open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Exporter { port, state }
@@ -113,6 +119,11 @@ impl Exporter {
     /// How many TCP connections were accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many TCP connections are open now (closed ones are noticed when read).
+    pub fn open_connections(&self) -> usize {
+        self.state.open.load(Ordering::SeqCst)
     }
 }
 
