@@ -425,7 +425,7 @@ impl Validator {
             let subject = format!("targets[{}] in {}", spec.name, file.display());
             if !targets::valid_name(&spec.name) {
                 self.errors.push(ConfigError::other(
-                    format!("target name {:?} in {}", spec.name, file.display()),
+                    format!("target name {} in {}", setting::shown(&spec.name), file.display()),
                     format!("a name of 1-{} letters, digits, '.', '_', '-' or '~' (it goes in ?target=)", targets::MAX_NAME_LEN),
                 ));
                 continue;
@@ -443,7 +443,7 @@ impl Validator {
             }
             if let Some(bad) = spec.labels.keys().find(|k| !targets::valid_label_name(k)) {
                 self.errors.push(ConfigError::other(
-                    format!("label {bad:?} of {subject}"),
+                    format!("label {} of {subject}", setting::shown(bad)),
                     "label names of letters, digits and '_', not starting with a digit or \"__\"",
                 ));
                 continue;
@@ -640,8 +640,13 @@ impl Validator {
         match ForwardProxy::parse(&value) {
             Ok(proxy) => Some(proxy),
             Err(expected) => {
-                self.errors
-                    .push(ConfigError::other(format!("{name}={value:?}"), expected));
+                self.errors.push(ConfigError::other(
+                    format!(
+                        "{name}={}",
+                        setting::shown(&setting::without_password(&value))
+                    ),
+                    expected,
+                ));
                 None
             }
         }

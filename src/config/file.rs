@@ -4,12 +4,14 @@
 //! `treads: 4` would silently do nothing. The tunnel reads the same file once, refuses keys that
 //! neither Pingora nor the tunnel knows, and hands Pingora the parsed `ServerConf`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::Path;
 
 use pingora_core::server::configuration::ServerConf;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeSeed, IgnoredAny};
 use serde::Deserialize;
 
 use super::setting::{ConfigError, Origin, RawValue, Setting};
@@ -139,15 +141,42 @@ pub struct ConfFile {
     pub pingora_keys_set: BTreeSet<String>,
 }
 
+/// The largest conf file read: a fleet of 10,000 targets takes about 1 MiB.
+pub const MAX_CONF_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The most text a conf file may stand for once YAML aliases are expanded (scalars, plus 16
+/// bytes per node). Aliases let a small file stand for a huge document (1,000 labels reused by
+/// each of 10,000 targets: 323 KB of YAML, 1.4 GB once read); this bound is checked before
+/// anything is built from the file, so a reload of such a file costs neither memory nor time.
+pub const MAX_EXPANDED_BYTES: usize = 32 * 1024 * 1024;
+
 /// Reads and checks the conf file at `path`.
 pub fn load(path: &Path) -> Result<ConfFile, ConfigError> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         ConfigError::other(
             format!("conf file {shown:?} ({e})"),
             "a readable YAML file, as given by -c/--conf",
         )
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut text = String::new();
+    // One byte past the limit tells a file at the limit from a larger one.
+    file.take(MAX_CONF_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_CONF_FILE_BYTES {
+        return Err(ConfigError::other(
+            format!(
+                "conf file {shown:?} (larger than {} MiB)",
+                MAX_CONF_FILE_BYTES >> 20
+            ),
+            format!(
+                "at most {} MiB of YAML (10,000 targets take about 1 MiB)",
+                MAX_CONF_FILE_BYTES >> 20
+            ),
+        ));
+    }
     parse(&text, path)
 }
 
@@ -164,6 +193,24 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
             "valid YAML: a mapping of settings at the top level",
         )
     };
+    // First the size of the document as aliases expand it, building nothing: every later pass
+    // walks the expanded document too.
+    let budget = Cell::new(MAX_EXPANDED_BYTES);
+    ExpandedSize { left: &budget }
+        .deserialize(serde_yaml::Deserializer::from_str(text))
+        .map_err(|e| {
+            if budget.get() == 0 {
+                ConfigError::other(
+                    format!(
+                        "conf file {shown:?} (more than {} MiB once its YAML aliases are expanded)",
+                        MAX_EXPANDED_BYTES >> 20
+                    ),
+                    "a document that stays below that: fewer or smaller aliased nodes",
+                )
+            } else {
+                yaml_error(e)
+            }
+        })?;
     let top: Option<BTreeMap<String, IgnoredAny>> =
         serde_yaml::from_str(text).map_err(yaml_error)?;
     let top = top.unwrap_or_default();
@@ -243,6 +290,90 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
         targets,
         pingora_keys_set: top.into_keys().filter(|k| k != "tunnel").collect(),
     })
+}
+
+/// Walks a document, aliases expanded, charging each node 16 bytes and each scalar its length
+/// against what is `left`; fails once nothing is.
+#[derive(Clone, Copy)]
+struct ExpandedSize<'a> {
+    left: &'a Cell<usize>,
+}
+
+impl ExpandedSize<'_> {
+    fn charge<E: serde::de::Error>(self, bytes: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(bytes + 16) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.left.set(0);
+                Err(E::custom(
+                    "the document is too large once its aliases are expanded",
+                ))
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ExpandedSize<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ExpandedSize<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.charge(v.len())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.charge(0)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.charge(0)?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.charge(0)?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess;
+        let (_, variant) = data.variant_seed(self)?;
+        variant.newtype_variant_seed(self)
+    }
 }
 
 /// The top-level keys Pingora's `ServerConf` understands, read off its own serialisation so the

@@ -4,6 +4,7 @@
 //! key in the `tunnel:` section of the YAML conf file and its command-line flag. Errors name the
 //! spelling the user actually wrote, so the message points at the line to fix.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -217,10 +218,16 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// A refused value of a setting.
+    /// A refused value of a setting, shown as [`shown`] shows it (a proxy URL's password
+    /// replaced by `***`).
     pub fn value(raw: &RawValue, expected: impl Into<String>) -> Self {
+        let text = if raw.setting == Setting::UpstreamProxy {
+            without_password(&raw.text)
+        } else {
+            Cow::Borrowed(raw.text.as_str())
+        };
         ConfigError {
-            subject: format!("{}={:?}", raw.name(), raw.text),
+            subject: format!("{}={}", raw.name(), shown(&text)),
             expected: expected.into(),
         }
     }
@@ -238,6 +245,39 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: expected {}", self.subject, self.expected)
     }
+}
+
+/// The longest part of a user's value an error line repeats.
+pub const SHOWN_VALUE_CHARS: usize = 120;
+
+/// `text` quoted for an error line, cut after [`SHOWN_VALUE_CHARS`] characters (with its whole
+/// length said): a 50 MB value must not become a 50 MB log line.
+pub fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// A proxy URL with the password of its user-info replaced by `***`, whether or not the rest
+/// of it parses (`http://user:secret@proxy:notaport` -> `http://user:***@proxy:notaport`).
+pub fn without_password(url: &str) -> Cow<'_, str> {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return Cow::Borrowed(url);
+    };
+    let password_start = authority_start + colon + 1;
+    let password_end = authority_start + at;
+    Cow::Owned(format!(
+        "{}***{}",
+        &url[..password_start],
+        &url[password_end..]
+    ))
 }
 
 impl std::error::Error for ConfigError {}

@@ -99,9 +99,9 @@ impl TargetSpec {
         let (host, port) = split_address(&self.address).ok_or_else(|| {
             ConfigError::other(
                 format!(
-                    "targets[{}].address={:?} in {}",
+                    "targets[{}].address={} in {}",
                     self.name,
-                    self.address,
+                    super::setting::shown(&self.address),
                     file.display()
                 ),
                 "host:port, [ipv6]:port or host",
