@@ -197,3 +197,55 @@ fn tls_on_the_proxy_port_with_client_certificates() {
         "only the client with a certificate reached the exporter"
     );
 }
+
+#[test]
+fn no_log_level_writes_a_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_password = write_file(dir.path(), "client-password", "client-pass-7q\n");
+    let exporter_token = write_file(dir.path(), "exporter-token", "exporter-token-9z\n");
+    let exporter = Exporter::start(exporter_page(100));
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[
+            ("RUST_LOG", "trace"),
+            ("CLIENT_BASIC_AUTH_USERNAME", "prometheus"),
+            (
+                "CLIENT_BASIC_AUTH_PASSWORD_FILE",
+                client_password.to_str().unwrap(),
+            ),
+            ("BEARER_TOKEN_FILE", exporter_token.to_str().unwrap()),
+        ],
+    );
+    // "prometheus:client-pass-7q" in base64.
+    let client_basic = "cHJvbWV0aGV1czpjbGllbnQtcGFzcy03cQ==";
+    let client = agent();
+    let answer = request(
+        &client,
+        "GET",
+        &tunnel.url("/metrics"),
+        &[
+            ("Authorization", &format!("Basic {client_basic}")),
+            ("Cookie", "session=cookie-secret-4k"),
+        ],
+    );
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        exporter.seen()[0].header("authorization"),
+        Some("Bearer exporter-token-9z"),
+        "the exporter got its credentials"
+    );
+    let log = tunnel.log_with("Writing request header");
+    assert!(
+        log.contains("Writing request header"),
+        "trace lines were written: {log}"
+    );
+    for secret in [
+        "client-pass-7q",
+        client_basic,
+        "exporter-token-9z",
+        "cookie-secret-4k",
+    ] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
+    assert!(log.contains("uthorization: ***"), "{log}");
+}
