@@ -11,7 +11,11 @@
 # and for the benches (benches/run.sh, benches/instructions.sh):
 #   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
 #   valgrind                  callgrind, which counts instructions per scrape
-# Usage: scripts/deps.sh [build|test|bench|callgrind]   (build: cmake only)
+# and for scripts/run.sh's first run on a machine without an exporter (example):
+#   prometheus-node-exporter
+# Usage: scripts/deps.sh [build|test|bench|callgrind|example]   (build: cmake only)
+# Packages are installed with their services not started (policy-rc.d): the tests and run.sh
+# start their own instances where they need them.
 set -euo pipefail
 
 want=(cmake)
@@ -20,8 +24,9 @@ case "${1:-test}" in
   test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl) ;;
   bench) want+=(nginx haproxy wrk) ;;
   callgrind) want+=(nginx valgrind) ;;
+  example) want=(prometheus-node-exporter) ;;
   *)
-    echo "usage: scripts/deps.sh [build|test|bench|callgrind], not: $1" >&2
+    echo "usage: scripts/deps.sh [build|test|bench|callgrind|example], not: $1" >&2
     exit 2
     ;;
 esac
@@ -46,7 +51,13 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# The tests start their own instances on free ports, so services the packages may start do not
-# get in their way.
+# No service of these packages is started (a node_exporter on :9100, an nginx on :80): Debian's
+# maintainer scripts ask policy-rc.d, which says no while one of ours is in place.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -4,7 +4,8 @@
 #   2. the release binary, built exactly as the Dockerfile builds it, checked on the example conf,
 #   3. unit and integration tests against real servers (the built binary, a real exporter,
 #      a real Prometheus scraping a real node_exporter),
-#   4. the Helm chart with real Helm, kubernetes-validate and promtool; the Dockerfile by reading.
+#   4. the Helm chart with real Helm, kubernetes-validate and promtool; the Dockerfile by reading;
+#      the README's run command (scripts/run.sh) as a newcomer runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +23,9 @@ target/release/prometheus-tunnel -t -c conf/tunnel.yaml
 echo "== cargo tests"
 cargo test --locked
 
-echo "== chart and image tests"
+echo "== chart, image and run-command tests"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-.venv/bin/python -m pytest -q tests/chart
+.venv/bin/python -m pytest -q tests/chart tests/scripts
