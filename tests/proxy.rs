@@ -284,6 +284,26 @@ fn admin_routes() {
         ),
         Some(1.0)
     );
+    // What every exporter shows about its process, read off /proc like Prometheus' own.
+    let fd_limit = std::fs::read_to_string(format!("/proc/{}/limits", tunnel.pid())).unwrap();
+    let soft_fds: f64 = fd_limit
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap();
+    assert_eq!(m.get("process_max_fds", &[]), Some(soft_fds));
+    assert!(m.value("process_open_fds", &[]) >= 5.0);
+    assert!(m.value("process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert!(m.get("process_cpu_seconds_total", &[]).is_some());
+    let started = m.value("process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - started < 120.0 && started <= now + 1.0,
+        "{started} vs {now}"
+    );
     // The three seed metrics exist before the first scrape.
     assert_eq!(m.get("proxy_total_requests", &[]), Some(0.0));
     assert_eq!(
