@@ -14,6 +14,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The release build of this tree (what ships; `scripts/test.sh` builds it before the tests), or
+/// another build named by `PROMETHEUS_TUNNEL_BIN`: for measurements that only mean something
+/// for an optimised build, such as memory per connection.
+pub fn release_bin() -> PathBuf {
+    if let Some(other) = std::env::var_os("PROMETHEUS_TUNNEL_BIN") {
+        return PathBuf::from(other);
+    }
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prometheus-tunnel");
+    assert!(
+        release.is_file(),
+        "{} is missing: build it with `cargo build --release --locked` (scripts/test.sh does)",
+        release.display()
+    );
+    release
+}
+
 /// The binary under test: this build's, or another build named by `PROMETHEUS_TUNNEL_BIN`
 /// (to show that a test fails on the build before a fix).
 pub fn bin() -> PathBuf {
