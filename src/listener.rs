@@ -170,7 +170,10 @@ impl<H: RequestHandler> ProxyPort<H> {
                     } else {
                         self.limits.idle_timeout
                     };
+                    // A request already on its way is served (its connection then closes);
+                    // only an idle connection is closed when the server shuts down.
                     let arrived = tokio::select! {
+                        biased;
                         arrived = header::first_bytes(&mut stream, wait) => arrived,
                         _ = shutdown.changed() => return,
                     };
