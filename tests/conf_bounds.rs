@@ -186,3 +186,45 @@ fn a_reload_refused_for_a_bad_proxy_or_a_bomb_logs_once_without_the_password_and
     let rss_mib = m.value("process_resident_memory_bytes", &[]) / 1048576.0;
     assert!(rss_mib < 100.0, "{rss_mib:.0} MiB after refusing the bomb");
 }
+
+#[test]
+fn a_target_takes_its_proxy_url_from_a_file_and_its_password_stays_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_file(dir.path(), "proxy-url", &format!("{BAD_PROXY}\n"));
+    let conf = write_file(
+        dir.path(),
+        "fleet.yaml",
+        &format!(
+            "tunnel:\n  targets:\n  - name: a\n    address: 10.0.0.1:9100\n    proxy_file: {}\n",
+            url.display()
+        ),
+    );
+    let (lp, mp) = (free_port().to_string(), free_port().to_string());
+    let env = [("LISTEN_PORT", lp.as_str()), ("METRICS_PORT", mp.as_str())];
+    let out = run(&env, &["-c", conf.to_str().unwrap()]);
+    refused_without_password(
+        &out,
+        &format!("targets[a].proxy_file in {}", conf.display()),
+    );
+
+    std::fs::write(&url, "socks5h://scraper:S3CRET@bastion:1080\n").unwrap();
+    let out = run(&env, &["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let both = write_file(
+        dir.path(),
+        "both.yaml",
+        &format!(
+            "tunnel:\n  targets:\n  - name: a\n    address: 10.0.0.1:9100\n    proxy: http://p:3128\n    proxy_file: {}\n",
+            url.display()
+        ),
+    );
+    let out = run(&env, &["-t", "-c", both.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("either proxy or proxy_file, not both"));
+}

@@ -251,7 +251,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
             .map_err(|e| {
                 ConfigError::other(
                     format!("section `tunnel:` of conf file {shown:?} ({e})"),
-                    "a mapping of setting names to single values, and `targets:` a list of {name, address, scheme, timeout, proxy, tls, auth, labels}",
+                    "a mapping of setting names to single values, and `targets:` a list of {name, address, scheme, timeout, proxy or proxy_file, tls, auth, labels}",
                 )
             })?
             .tunnel

@@ -27,6 +27,9 @@ pub struct TargetSpec {
     pub timeout: Option<String>,
     /// Forward proxy URL, like `upstream_proxy` (`none` for a direct connection).
     pub proxy: Option<String>,
+    /// A file holding the forward proxy URL, for one with credentials: a mounted Secret, so the
+    /// password is in no ConfigMap. Read with the conf file, on every reload.
+    pub proxy_file: Option<String>,
     /// TLS to this exporter.
     pub tls: Option<TargetTls>,
     /// Credentials for this exporter.
@@ -111,7 +114,33 @@ impl TargetSpec {
         push(Setting::ServerPort, "address", port);
         push(Setting::ServerScheme, "scheme", self.scheme.clone());
         push(Setting::UpstreamTimeout, "timeout", self.timeout.clone());
-        push(Setting::UpstreamProxy, "proxy", self.proxy.clone());
+        match (&self.proxy, &self.proxy_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::other(
+                    format!("targets[{}] in {}", self.name, file.display()),
+                    "either proxy or proxy_file, not both",
+                ))
+            }
+            (_, Some(path)) => {
+                let url = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::other(
+                        format!(
+                            "targets[{}].proxy_file={} in {} ({e})",
+                            self.name,
+                            super::setting::shown(path),
+                            file.display()
+                        ),
+                        "a readable file holding the proxy URL",
+                    )
+                })?;
+                push(
+                    Setting::UpstreamProxy,
+                    "proxy_file",
+                    Some(url.trim().to_string()),
+                );
+            }
+            (proxy, None) => push(Setting::UpstreamProxy, "proxy", proxy.clone()),
+        }
         let tls = self.tls.clone().unwrap_or_default();
         push(Setting::TlsCaFile, "tls.ca_file", tls.ca_file);
         push(Setting::TlsCertFile, "tls.cert_file", tls.cert_file);
