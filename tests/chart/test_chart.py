@@ -1,6 +1,8 @@
-"""The Helm chart, rendered and linted by real Helm (helm-python-sdk embeds Helm's Go SDK), its
-core objects validated with kubernetes-validate, its alert rules checked and unit-tested with
-promtool, its dashboard's queries parsed by promtool."""
+"""The Helm chart, rendered and linted by real Helm (helm-python-sdk embeds Helm's Go SDK) as a
+cluster with or without the Prometheus Operator renders it; its core objects validated with
+kubernetes-validate, the Operator's objects against the Operator's own CRD schemas (the
+cloudcoil models generated from them), its alert rules checked and unit-tested with promtool,
+its dashboard's queries parsed by promtool."""
 
 import json
 import re
@@ -12,54 +14,28 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as operator_v1
+from cloudcoil.models.prometheus_operator import v1alpha1 as operator_v1alpha1
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "prometheus-tunnel"
-CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
-KUBE_VERSION = "1.30.0"
-MINIMAL = {"settings": {"name": "server01", "serverIP": "10.0.0.3"}}
-CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget"}
-MONITOR_KINDS = {"ServiceMonitor", "PodMonitor", "ScrapeConfig"}
+from helpers import (CHART, CI_VALUES, KUBE_VERSION, MINIMAL, MONITOR_KINDS, OPERATOR_APIS, by_kind,
+                     ci_values, container, env_of, notes, one, render, render_manifests, tool)
+
+CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget",
+              "HorizontalPodAutoscaler", "NetworkPolicy", "Secret"}
+OPERATOR_MODELS = {
+    "ServiceMonitor": operator_v1.ServiceMonitor,
+    "PodMonitor": operator_v1.PodMonitor,
+    "PrometheusRule": operator_v1.PrometheusRule,
+    "ScrapeConfig": operator_v1alpha1.ScrapeConfig,
+}
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    assert path, "promtool is not installed: run scripts/test.sh, or apt-get install prometheus"
-    return path
+    return tool("promtool", "prometheus")
 
 
-def render(values: dict, name: str = "server01", namespace: str = "monitoring") -> list[dict]:
-    """Every object the chart renders for `values`."""
-    chart = helm.Chart.load(str(CHART))
-    manifests = chart.render(values, name=name, namespace=namespace, is_install=True)
-    objects = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return objects
-
-
-def by_kind(objects: list[dict], kind: str) -> list[dict]:
-    return [o for o in objects if o["kind"] == kind]
-
-
-def one(objects: list[dict], kind: str) -> dict:
-    found = by_kind(objects, kind)
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def container(objects: list[dict]) -> dict:
-    return one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-
-
-def env_of(objects: list[dict]) -> dict:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(objects)["env"]}
-
-
-def ci_values(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+def settings(**extra) -> dict:
+    return {"settings": {**MINIMAL["settings"], **extra}}
 
 
 # === lint and schema ===
@@ -67,7 +43,7 @@ def ci_values(path: Path) -> dict:
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
 def test_lint_strict_is_clean(values_file):
-    report = helm.lint(str(CHART), ci_values(values_file), strict=True, kube_version=f"v{KUBE_VERSION}")
+    report = helm.lint(str(CHART), ci_values(values_file), strict=True, kube_version=KUBE_VERSION)
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     assert report["total_charts_linted"] == 1
     assert problems == [], problems
@@ -81,46 +57,115 @@ def test_lint_without_an_exporter_fails():
 
 
 @pytest.mark.parametrize(
-    "settings, key",
+    "values, key",
     [
-        ({"serverPort": 70000}, "serverPort"),
-        ({"serverPort": "abc"}, "serverPort"),
-        ({"scheme": "gopher"}, "scheme"),
-        ({"upstreamTimeout": "soon"}, "upstreamTimeout"),
-        ({"rules": "maybe"}, "rules"),
-        ({"name": "bad name!"}, "name"),
-        ({"serverIP": "http://10.0.0.3:9100"}, "serverIP"),
-        ({"upstreamProxy": {"url": "http://user:secret@proxy:3128"}}, "url"),
-        ({"serverPortt": 9100}, "serverPortt"),
-        ({"access": {"allowedCidrs": ["everyone"]}}, "allowedCidrs"),
-        ({"limits": {"maxConnections": 0}}, "maxConnections"),
+        (settings(serverPort=70000), "serverPort"),
+        (settings(serverPort="abc"), "serverPort"),
+        (settings(scheme="gopher"), "scheme"),
+        (settings(upstreamTimeout="soon"), "upstreamTimeout"),
+        (settings(rules="maybe"), "rules"),
+        (settings(name="bad name!"), "name"),
+        (settings(serverIP="http://10.0.0.3:9100"), "serverIP"),
+        (settings(upstreamProxy={"url": "http://user:secret@proxy:3128"}), "url"),
+        (settings(serverPortt=9100), "serverPortt"),
+        (settings(access={"allowedCidrs": ["everyone"]}), "allowedCidrs"),
+        (settings(limits={"maxConnections": 0}), "maxConnections"),
+        (settings(targetParam="ex porter"), "targetParam"),
+        ({**MINIMAL, "monitor": {"kind": "Both"}}, "kind"),
+        ({**MINIMAL, "monitor": {"targetDiscovery": "endpoints"}}, "targetDiscovery"),
+        ({**MINIMAL, "image": {"repository": "r", "digest": "latest"}}, "digest"),
+        ({**MINIMAL, "replicaCoutn": 2}, "replicaCoutn"),
+        ({**MINIMAL, "prometheusRule": {"alerts": {"HighErrorRate": {"enabled": False}}}}, "HighErrorRate"),
+        ({**MINIMAL, "prometheusRule": {"alerts": {"PrometheusTunnelDown": {"for": "often"}}}}, "for"),
+        ({**MINIMAL, "targets": [{"name": "a", "address": "h:1", "proxy": "http://u:pw@p:3128"}]}, "proxy"),
+        ({**MINIMAL, "targets": [{"name": "a", "address": "h:1", "tls": {"ca_file": "ca.crt"}}]}, "ca_file"),
+        ({**MINIMAL, "networkPolicy": {"enabled": True, "from": []}}, "from"),
     ],
 )
-def test_schema_refuses_bad_values_at_install(settings, key):
-    values = {"settings": {**MINIMAL["settings"], **settings}}
+def test_schema_refuses_bad_values_and_unknown_keys_at_install(values, key):
     with pytest.raises(helm.HelmError) as refused:
         helm.Chart.load(str(CHART)).validate_schema(values)
     assert key in str(refused.value), str(refused.value)
 
 
-def test_schema_refuses_an_unknown_monitor_kind():
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        (settings(listenPort=9182), "both 9182"),
+        ({"settings": {"name": "fleet"}, "targets": [{"name": "a", "address": "h:1"}, {"name": "a", "address": "i:1"}]},
+         'the name "a" is used twice'),
+        ({**MINIMAL, "targets": [{"name": "default", "address": "h:1"}]}, "\"default\" is the settings.serverIP"),
+        ({"settings": {"name": "fleet"}, "targets": [{"name": "a", "address": "h:1"}], "defaultTarget": "b"},
+         'defaultTarget "b" names no target'),
+        (settings(targetParam="exporter"), "targetParam is used with targets only"),
+        (settings(tls={"secretName": "exporter-tls"}), "settings.scheme=https"),
+        (settings(auth={"bearerToken": {"secretName": "t"}, "basicAuth": {"username": "u", "passwordSecretName": "p"}}),
+         "not both"),
+        ({**settings(access={"tlsSecretName": "serving", "clientCaKey": "ca.crt"}), "monitor": {"enabled": True}},
+         "monitor.clientCertSecretName is required"),
+    ],
+)
+def test_combinations_the_tunnel_refuses_fail_at_install(values, words):
     with pytest.raises(helm.HelmError) as refused:
-        helm.Chart.load(str(CHART)).validate_schema({**MINIMAL, "monitor": {"kind": "Both"}})
-    assert "kind" in str(refused.value)
+        render(values)
+    assert words in str(refused.value), str(refused.value)
 
 
 # === core objects ===
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
-def test_core_objects_are_valid_kubernetes(values_file):
-    objects = render(ci_values(values_file))
+@pytest.mark.parametrize("apis", [(), OPERATOR_APIS], ids=["no-operator", "operator"])
+def test_core_objects_are_valid_kubernetes(values_file, apis):
+    objects = render(ci_values(values_file), api_versions=apis)
     core = [o for o in objects if o["kind"] in CORE_KINDS]
     assert {o["kind"] for o in core} >= {"Deployment", "Service", "ServiceAccount"}
     for obj in core:
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-    unexpected = {o["kind"] for o in objects} - CORE_KINDS - MONITOR_KINDS - {"PrometheusRule"}
+        kubernetes_validate.validate(obj, KUBE_VERSION.lstrip("v"), strict=True)
+    unexpected = {o["kind"] for o in objects} - CORE_KINDS - MONITOR_KINDS
     assert not unexpected, unexpected
+
+
+def known_fields_only(sent, accepted, path="") -> list[str]:
+    """The keys of `sent` that the model dropped (pydantic ignores unknown fields), recursively."""
+    unknown = []
+    if isinstance(sent, dict) and isinstance(accepted, dict):
+        for key, value in sent.items():
+            if key not in accepted:
+                unknown.append(f"{path}.{key}")
+            else:
+                unknown += known_fields_only(value, accepted[key], f"{path}.{key}")
+    elif isinstance(sent, list) and isinstance(accepted, list):
+        for i, (a, b) in enumerate(zip(sent, accepted)):
+            unknown += known_fields_only(a, b, f"{path}[{i}]")
+    return unknown
+
+
+def validate_operator_object(obj: dict) -> None:
+    """Against the Operator's own CRD schema: types, enums, required fields, and no field the CRD
+    does not know."""
+    model = OPERATOR_MODELS[obj["kind"]].model_validate(obj)
+    accepted = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    unknown = known_fields_only(obj, accepted)
+    assert not unknown, f"{obj['kind']}: fields the CRD does not know: {unknown}"
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_operator_objects_validate_against_the_operators_crds(values_file):
+    values = ci_values(values_file)
+    for discovery in ("static", "httpSD"):
+        values.setdefault("monitor", {})["targetDiscovery"] = discovery
+        objects = [o for o in render(values) if o["kind"] in MONITOR_KINDS]
+        assert objects
+        for obj in objects:
+            validate_operator_object(obj)
+
+
+def test_the_crd_check_catches_an_unknown_field():
+    scrape = one(render(MINIMAL), "ScrapeConfig")
+    scrape["spec"]["scrapeInterwal"] = "30s"
+    with pytest.raises(AssertionError, match="scrapeInterwal"):
+        validate_operator_object(scrape)
 
 
 def test_env_is_the_tunnels_contract():
@@ -131,7 +176,7 @@ def test_env_is_the_tunnels_contract():
         "SERVER_SCHEME": "http",
         "LISTEN_ADDRESS": "0.0.0.0",
         "LISTEN_PORT": "8080",
-        "METRICS_PORT": "9000",
+        "METRICS_PORT": "9182",
         "UPSTREAM_TIMEOUT": "10s",
         "DEBUG": "false",
         "HEADER_READ_TIMEOUT": "10s",
@@ -140,18 +185,29 @@ def test_env_is_the_tunnels_contract():
     }
 
 
-def test_ports_probes_and_service():
-    objects = render({"settings": {**MINIMAL["settings"], "listenPort": 18080, "metrics": {"port": 19000}}})
+def test_one_metrics_port_everywhere():
+    """9182: the binary's, the Dockerfile's and the README's default."""
+    objects = render(MINIMAL)
+    c = container(objects)
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"exporter": 8080, "metrics": 9182}
+    svc = one(objects, "Service")
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"exporter": 8080, "metrics": 9182}
+    dockerfile = (CHART.parents[1] / "Dockerfile").read_text()
+    assert "EXPOSE 8080 9182" in dockerfile
+    readme = (CHART.parents[1] / "README.md").read_text()
+    assert "| `METRICS_PORT` | `metrics_port` | `--metrics-port` |" in readme and "`9182`" in readme
+
+
+def test_ports_probes_and_overrides():
+    objects = render({**settings(listenPort=18080, metrics={"port": 19000}),
+                      "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 30}})
     c = container(objects)
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"exporter": 18080, "metrics": 19000}
     # Probes ask the tunnel on its metrics port, never the exporter.
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # Helm merges the override into the default probe.
+    assert c["livenessProbe"] == {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 30,
+                                  "failureThreshold": 3}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    svc = one(objects, "Service")
-    assert {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
-        "exporter": (18080, "exporter"),
-        "metrics": (19000, "metrics"),
-    }
 
 
 def test_hardened_by_default():
@@ -172,10 +228,60 @@ def test_hardened_by_default():
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
 
 
+def test_every_value_of_a_prometheus_community_chart():
+    values = {
+        **MINIMAL,
+        "namespaceOverride": "tunnels",
+        "commonLabels": {"team": "observability"},
+        "priorityClassName": "monitoring",
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "tunnel-env"}}],
+        "extraArgs": ["-d"],
+        "networkPolicy": {"enabled": True, "proxyFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+    }
+    objects = render(values)
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == "tunnels", obj["kind"]
+        assert obj["metadata"]["labels"]["team"] == "observability", obj["kind"]
+    deployment = one(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert pod["priorityClassName"] == "monitoring"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert {"name": "extra", "emptyDir": {}} in pod["volumes"]
+    c = pod["containers"][0]
+    assert {"name": "extra", "mountPath": "/extra"} in c["volumeMounts"]
+    assert c["envFrom"] == [{"configMapRef": {"name": "tunnel-env"}}]
+    assert c["args"] == ["-d"]
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["ingress"][0]["ports"] == [{"port": "exporter", "protocol": "TCP"}]
+    assert policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
+
+
 def test_pdb_only_with_more_than_one_replica():
     assert by_kind(render(MINIMAL), "PodDisruptionBudget") == []
     pdb = one(render({**MINIMAL, "replicaCount": 3}), "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_an_image_pinned_by_digest_keeps_valid_labels():
+    digest = "sha256:" + "0123456789abcdef" * 4
+    objects = render({**MINIMAL, "image": {"repository": "registry.example/tunnel", "digest": digest, "tag": "0.1.0"}})
+    assert container(objects)["image"] == f"registry.example/tunnel@{digest}"
+    tagged = render({**MINIMAL, "image": {"repository": "r", "tag": f"0.1.0@{digest}"}})
+    for objects in (objects, tagged):
+        for obj in objects:
+            version = obj["metadata"]["labels"]["app.kubernetes.io/version"]
+            assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", version), version
+            if obj["kind"] in CORE_KINDS:
+                kubernetes_validate.validate(obj, KUBE_VERSION.lstrip("v"), strict=True)
 
 
 def test_tls_proxy_credentials_and_conf_file():
@@ -199,8 +305,6 @@ def test_tls_proxy_credentials_and_conf_file():
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "exporter-tls"
-    assert volumes["bearer"]["secret"]["secretName"] == "exporter-token"
-    assert volumes["client-bearer"]["secret"]["secretName"] == "tunnel-client-token"
     assert volumes["listen-tls"]["secret"]["secretName"] == "tunnel-serving-cert"
     mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
     # Whole-directory mounts (no subPath), so rotated Secrets reach the running pod.
@@ -211,128 +315,134 @@ def test_tls_proxy_credentials_and_conf_file():
     assert conf == {"threads": 2, "grace_period_seconds": 5}
 
 
-def test_tls_without_https_or_two_kinds_of_credentials_fail_at_install():
-    with pytest.raises(helm.HelmError) as refused:
-        render({"settings": {**MINIMAL["settings"], "tls": {"secretName": "exporter-tls"}}})
-    assert "settings.scheme=https" in str(refused.value)
-    both = {"bearerToken": {"secretName": "t"}, "basicAuth": {"username": "u", "passwordSecretName": "p"}}
-    with pytest.raises(helm.HelmError) as refused:
-        render({"settings": {**MINIMAL["settings"], "auth": both}})
-    assert "not both" in str(refused.value)
-
-
 def test_basic_auth_from_a_secret():
-    values = {"settings": {**MINIMAL["settings"], "auth": {"basicAuth": {"username": "prom", "passwordSecretName": "exporter-basic"}}}}
-    objects = render(values)
-    env = env_of(objects)
+    env = env_of(render(settings(auth={"basicAuth": {"username": "prom", "passwordSecretName": "exporter-basic"}})))
     assert env["BASIC_AUTH_USERNAME"] == "prom"
     assert env["BASIC_AUTH_PASSWORD_FILE"] == "/etc/prometheus-tunnel/basic-auth/password"
     assert "BASIC_AUTH_PASSWORD" not in env
 
 
-# === multi-target mode ===
+# === clusters with and without the Prometheus Operator ===
 
 
-def tunnel_binary() -> str:
-    """The most recently built tunnel binary (scripts/test.sh builds both before these tests)."""
-    built = [p for p in (ROOT / "target" / b / "prometheus-tunnel" for b in ("release", "debug")) if p.exists()]
-    assert built, "the tunnel is not built: run scripts/test.sh (cargo build) first"
-    return str(max(built, key=lambda p: p.stat().st_mtime))
-
-
-def multi_values() -> dict:
-    return ci_values(CHART / "ci" / "multi-target-values.yaml")
-
-
-def test_targets_render_into_a_conf_the_tunnel_accepts(tmp_path):
-    values = multi_values()
-    objects = render(values)
-    conf_text = {o["metadata"]["name"]: o for o in by_kind(objects, "ConfigMap")}["server01-prometheus-tunnel"]["data"]["tunnel.yaml"]
-    conf = yaml.safe_load(conf_text)
-    assert conf["tunnel"]["targets"] == values["targets"]
-    env = env_of(objects)
-    assert "SERVER_IP" not in env, "no single exporter in multi-target mode"
-    assert container(objects)["args"] == ["-c", "/etc/prometheus-tunnel/conf/tunnel.yaml"]
-    # The real tunnel checks the rendered conf with the pod's env; the CA file the conf names
-    # (mounted from a Secret in the pod) is made here by openssl.
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is not installed: run scripts/test.sh, or apt-get install openssl"
-    ca = tmp_path / "ca.crt"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(tmp_path / "ca.key"), "-out", str(ca), "-days", "1", "-subj", "/CN=chart test CA"],
-        check=True, capture_output=True,
-    )
-    assert "/etc/prometheus-tunnel/tls/ca.crt" in conf_text
-    (tmp_path / "tunnel.yaml").write_text(conf_text.replace("/etc/prometheus-tunnel/tls/ca.crt", str(ca)))
-    checked = subprocess.run(
-        [tunnel_binary(), "-t", "-c", str(tmp_path / "tunnel.yaml")],
-        env={k: v for k, v in env.items() if isinstance(v, str) and not k.endswith("_FILE")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert checked.returncode == 0, checked.stderr
-    assert "configuration OK" in checked.stdout
-
-
-def test_servicemonitor_scrapes_each_target_by_name():
-    objects = render(multi_values())
-    endpoints = one(objects, "ServiceMonitor")["spec"]["endpoints"]
-    by_target = {e["params"]["target"][0]: e for e in endpoints if "params" in e}
-    assert sorted(by_target) == ["vm-01", "vm-02"]
-    for name, endpoint in by_target.items():
-        assert endpoint["port"] == "exporter"
-        assert {"action": "replace", "targetLabel": "instance", "replacement": name} in endpoint["relabelings"]
-    assert {"action": "replace", "targetLabel": "env", "replacement": "prod"} in by_target["vm-01"]["relabelings"]
-    assert [e["port"] for e in endpoints if "params" not in e] == ["metrics"]
-    assert by_kind(objects, "ScrapeConfig") == []
-
-
-def test_http_sd_discovery_is_one_scrapeconfig():
-    values = multi_values()
-    values["monitor"] = {"targetDiscovery": "httpSD", "refreshInterval": "30s"}
-    objects = render(values)
-    scrape = one(objects, "ScrapeConfig")
-    assert scrape["spec"]["httpSDConfigs"] == [
-        {"url": "http://server01-prometheus-tunnel.monitoring.svc:9000/targets", "refreshInterval": "30s"}
-    ]
-    assert {"action": "replace", "sourceLabels": ["__param_target"], "targetLabel": "instance"} in scrape["spec"]["relabelings"]
-    # The ServiceMonitor keeps only the tunnel's own metrics.
-    assert [e["port"] for e in one(objects, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
-
-
-def test_default_target_and_a_missing_exporter():
-    values = multi_values()
-    values["defaultTarget"] = "vm-02"
-    assert env_of(render(values))["DEFAULT_TARGET"] == "vm-02"
-    with pytest.raises(helm.HelmError):
-        helm.Chart.load(str(CHART)).validate_schema({"settings": {"name": "x"}})
-    with pytest.raises(helm.HelmError) as refused:
-        helm.Chart.load(str(CHART)).validate_schema({**multi_values(), "targets": [{"name": "bad name", "address": "h"}]})
-    assert "name" in str(refused.value)
-
-
-# === monitors ===
-
-
-@pytest.mark.parametrize("kind, endpoints_key", [("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")])
-def test_one_monitor_scrapes_the_exporter_once_and_the_tunnel(kind, endpoints_key):
-    objects = render({**MINIMAL, "monitor": {"kind": kind}})
-    monitors = [o for o in objects if o["kind"] in MONITOR_KINDS]
-    assert [m["kind"] for m in monitors] == [kind], "exactly one monitor, never both"
-    endpoints = monitors[0]["spec"][endpoints_key]
-    assert [e["port"] for e in endpoints] == ["exporter", "metrics"]
-    exporter, tunnel = endpoints
-    assert {"action": "replace", "targetLabel": "instance", "replacement": "server01"} in exporter["relabelings"]
-    assert {"action": "replace", "targetLabel": "job", "replacement": "prometheus-tunnel"} in tunnel["relabelings"]
-    assert {"action": "replace", "targetLabel": "exporter", "replacement": "server01"} in tunnel["relabelings"]
-    assert monitors[0]["spec"]["selector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
-
-
-def test_no_monitor_when_kind_is_empty():
-    objects = render({**MINIMAL, "monitor": {"kind": ""}})
+def test_a_cluster_without_the_operator_gets_no_monitor_and_is_told():
+    objects = render(ci_values(CHART / "ci" / "default-values.yaml"), api_versions=())
     assert [o for o in objects if o["kind"] in MONITOR_KINDS] == []
+    text = notes(ci_values(CHART / "ci" / "default-values.yaml"), api_versions=())
+    assert "No ScrapeConfig was created: this cluster has no monitoring.coreos.com/v1alpha1 ScrapeConfig API" in text
+    assert "no Prometheus Operator API in this cluster" in text
+
+
+def test_a_cluster_with_the_operator_gets_monitors_and_rules():
+    objects = render(ci_values(CHART / "ci" / "default-values.yaml"))
+    assert sorted(o["kind"] for o in objects if o["kind"] in MONITOR_KINDS) == [
+        "PrometheusRule", "ScrapeConfig", "ServiceMonitor"]
+    text = notes(ci_values(CHART / "ci" / "default-values.yaml"), api_versions=OPERATOR_APIS)
+    assert "A ScrapeConfig scrapes the exporter through the Service" in text
+    assert "A PrometheusRule holds the tunnel's alerts" in text
+
+
+def test_monitors_can_be_asked_for_or_refused_whatever_the_cluster():
+    assert [o["kind"] for o in render({**MINIMAL, "monitor": {"enabled": True}, "settings": {**MINIMAL["settings"], "rules": True}},
+                                      api_versions=()) if o["kind"] in MONITOR_KINDS]
+    assert not [o for o in render({**MINIMAL, "monitor": {"enabled": False}, "settings": {**MINIMAL["settings"], "rules": "disabled"}})
+                if o["kind"] in MONITOR_KINDS]
+
+
+# === scraping: each exporter once per interval ===
+
+
+def scrapes_per_interval(objects: list[dict], replicas: int) -> dict[str, int]:
+    """How many times per interval the Operator's objects make Prometheus scrape each exporter:
+    a monitor endpoint on the proxy port scrapes it from every pod, a ScrapeConfig target
+    pointing at the Service once."""
+    counts: dict[str, int] = {}
+    for obj in objects:
+        if obj["kind"] in ("ServiceMonitor", "PodMonitor"):
+            for endpoint in obj["spec"].get("endpoints", obj["spec"].get("podMetricsEndpoints", [])):
+                if endpoint["port"] == "exporter":
+                    name = endpoint.get("params", {}).get("target", ["(the exporter)"])[0]
+                    counts[name] = counts.get(name, 0) + replicas
+        if obj["kind"] == "ScrapeConfig":
+            for group in obj["spec"].get("staticConfigs", []):
+                name = group["labels"].get("__param_target", group["labels"]["instance"])
+                for target in group["targets"]:
+                    assert target.startswith(obj["metadata"]["name"]), "scraped through the Service"
+                    counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("replicas", [1, 3, 5])
+def test_each_exporter_is_scraped_once_per_interval_whatever_the_replicas(replicas):
+    single = render({**MINIMAL, "replicaCount": replicas})
+    assert scrapes_per_interval(single, replicas) == {"server01": 1}
+    fleet = ci_values(CHART / "ci" / "multi-target-values.yaml")
+    fleet["replicaCount"] = replicas
+    assert scrapes_per_interval(render(fleet), replicas) == {"vm-01": 1, "vm-02": 1}
+    for objects in (single, render(fleet)):
+        scrape = one(objects, "ScrapeConfig")["spec"]
+        # No pod labels on the exporter's series: only job and instance (and the target's own).
+        labels = {k for g in scrape["staticConfigs"] for k in g["labels"]}
+        assert labels <= {"instance", "__param_target", "env"}
+        # The tunnel's own metrics still come from each pod.
+        monitor = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+        assert [e["port"] for e in monitor] == ["metrics"]
+
+
+def test_a_fleet_routed_by_another_parameter():
+    values = ci_values(CHART / "ci" / "fleet-secrets-values.yaml")
+    values["monitor"]["targetDiscovery"] = "static"
+    objects = render(values)
+    assert env_of(objects)["TARGET_PARAM"] == "exporter"
+    groups = one(objects, "ScrapeConfig")["spec"]["staticConfigs"]
+    assert [g["labels"]["__param_exporter"] for g in groups] == ["db-01", "win-02", "probes"]
+    sd = render({**values, "monitor": {"enabled": True, "targetDiscovery": "httpSD"}})
+    relabel = one(sd, "ScrapeConfig")["spec"]["relabelings"]
+    assert {"action": "replace", "sourceLabels": ["__param_exporter"], "targetLabel": "instance"} in relabel
+
+
+def test_access_control_wires_into_the_scrapeconfig():
+    scrape = one(render(ci_values(CHART / "ci" / "access-values.yaml")), "ScrapeConfig")["spec"]
+    assert scrape["scheme"] == "HTTPS"
+    assert scrape["tlsConfig"] == {
+        "ca": {"secret": {"name": "tunnel-serving-cert", "key": "ca.crt"}},
+        "serverName": "server01-prometheus-tunnel.monitoring.svc",
+        "cert": {"secret": {"name": "prometheus-scrape-client", "key": "tls.crt"}},
+        "keySecret": {"name": "prometheus-scrape-client", "key": "tls.key"},
+    }
+    assert scrape["basicAuth"] == {
+        "username": {"name": "server01-prometheus-tunnel-scrape-username", "key": "username"},
+        "password": {"name": "tunnel-client-password", "key": "password"},
+    }
+    bearer = one(render(ci_values(CHART / "ci" / "full-values.yaml")), "ScrapeConfig")["spec"]
+    assert bearer["authorization"] == {"type": "Bearer", "credentials": {"name": "tunnel-client-token", "key": "token"}}
+
+
+def test_a_fleet_of_ten_thousand_targets_renders_no_object_over_1_mib():
+    targets = [{"name": f"host-{i:05}", "address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:9100",
+                "labels": {"env": "prod"}} for i in range(10_000)]
+    manifests = render_manifests({"settings": {"name": "fleet"}, "targets": targets}, OPERATOR_APIS)
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                size = len(yaml.safe_dump(doc).encode())
+                assert size < 1024 * 1024, f"{doc['kind']} of {size} bytes"
+    objects = render({"settings": {"name": "fleet"}, "targets": targets})
+    # Past 1,000 targets the ScrapeConfig reads /targets instead of listing them.
+    assert "httpSDConfigs" in one(objects, "ScrapeConfig")["spec"]
+
+
+def test_the_fleet_conf_holds_the_targets_and_their_mounted_files():
+    values = ci_values(CHART / "ci" / "multi-target-values.yaml")
+    objects = render(values)
+    conf = yaml.safe_load(one(objects, "ConfigMap")["data"]["tunnel.yaml"])
+    assert conf["tunnel"]["targets"] == values["targets"]
+    assert "SERVER_IP" not in env_of(objects), "no single exporter in multi-target mode"
+    mounts = {m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"]}
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/prometheus-tunnel/targets/vm-02"]]["secret"] == {"secretName": "vm-02-tls"}
 
 
 # === rules ===
@@ -343,39 +453,73 @@ def rendered_rules(values=MINIMAL) -> dict:
     return {"groups": rule["spec"]["groups"]}
 
 
+def alert_names(values=MINIMAL) -> list[str]:
+    return [r["alert"] for g in rendered_rules(values)["groups"] for r in g["rules"] if "alert" in r]
+
+
 def test_rules_toggle_as_in_the_original_chart():
     for on in (True, "enabled"):
-        assert by_kind(render({"settings": {**MINIMAL["settings"], "rules": on}}), "PrometheusRule")
+        assert by_kind(render(settings(rules=on), api_versions=()), "PrometheusRule")
     for off in (False, "disabled"):
-        assert not by_kind(render({"settings": {**MINIMAL["settings"], "rules": off}}), "PrometheusRule")
+        assert not by_kind(render(settings(rules=off)), "PrometheusRule")
 
 
-def test_rules_have_the_original_five_and_the_new_two():
-    names = [r["alert"] for g in rendered_rules()["groups"] for r in g["rules"]]
-    assert names == [
-        "HighRequestRate",
-        "SlowRequestDuration",
-        "HighErrorRate",
-        "HighLatency",
-        "HighRequestVolume",
+def test_alerts_are_prefixed_scoped_to_the_release_and_tunable():
+    assert alert_names() == [
+        "PrometheusTunnelHighRequestRate",
+        "PrometheusTunnelSlowRequests",
+        "PrometheusTunnelHighErrorRate",
+        "PrometheusTunnelHighLatency",
+        "PrometheusTunnelHighRequestVolume",
         "PrometheusTunnelExporterFailing",
         "PrometheusTunnelDown",
     ]
     for group in rendered_rules()["groups"]:
         for rule in group["rules"]:
-            # rate() is per second; the original descriptions wrongly said per minute.
+            assert 'exporter="server01"' in rule["expr"] and 'namespace="monitoring"' in rule["expr"], rule["alert"]
             assert "per minute" not in rule["annotations"]["description"], rule["alert"]
+    tuned = {**MINIMAL, "prometheusRule": {
+        "alerts": {
+            "PrometheusTunnelHighErrorRate": {"threshold": 2, "for": "10m", "severity": "page",
+                                              "labels": {"team": "db"}, "runbookUrl": "https://runbooks.example/tunnel"},
+            "PrometheusTunnelHighRequestRate": {"enabled": False},
+        },
+        "extraRules": [{"alert": "MyTunnelAlert", "expr": "vector(0) > 1"}],
+    }}
+    rules = {r["alert"]: r for g in rendered_rules(tuned)["groups"] for r in g["rules"]}
+    assert "PrometheusTunnelHighRequestRate" not in rules and "MyTunnelAlert" in rules
+    error_rate = rules["PrometheusTunnelHighErrorRate"]
+    assert error_rate["expr"].endswith("> 2") and error_rate["for"] == "10m"
+    assert error_rate["labels"] == {"severity": "page", "team": "db"}
+    assert error_rate["annotations"]["runbook_url"] == "https://runbooks.example/tunnel"
 
 
-def test_promtool_checks_and_unit_tests_the_rules(tmp_path):
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rendered_rules()))
-    shutil.copy(Path(__file__).with_name("rules_test.yaml"), tmp_path / "rules_test.yaml")
+def test_tunnel_down_is_only_there_when_the_tunnel_is_scraped():
+    assert "PrometheusTunnelDown" in alert_names()
+    assert "PrometheusTunnelDown" not in alert_names({**MINIMAL, "monitor": {"kind": ""}})
+
+
+def promtool_checks(tmp_path: Path, rules: dict, tests_file: str, count: int) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    shutil.copy(Path(__file__).with_name(tests_file), tmp_path / tests_file)
     check = subprocess.run([promtool(), "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
-    unit = subprocess.run([promtool(), "test", "rules", "rules_test.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert f"SUCCESS: {count} rules found" in check.stdout
+    unit = subprocess.run([promtool(), "test", "rules", tests_file], cwd=tmp_path, capture_output=True, text=True)
     assert unit.returncode == 0, unit.stdout + unit.stderr
     assert "SUCCESS" in unit.stdout
+
+
+def test_promtool_checks_and_unit_tests_the_default_rules(tmp_path):
+    promtool_checks(tmp_path, rendered_rules(), "rules_test.yaml", 7)
+
+
+def test_promtool_unit_tests_tuned_rules(tmp_path):
+    tuned = {**MINIMAL, "prometheusRule": {"alerts": {
+        "PrometheusTunnelExporterFailing": {"threshold": 0.1, "for": "1m", "severity": "page"},
+        "PrometheusTunnelHighRequestVolume": {"enabled": False},
+    }}}
+    promtool_checks(tmp_path, rendered_rules(tuned), "rules_tuned_test.yaml", 6)
 
 
 # === dashboard ===
@@ -387,20 +531,22 @@ def dashboard() -> dict:
 
 def test_dashboard_configmap_only_when_enabled():
     assert not [o for o in by_kind(render(MINIMAL), "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
-    cm = next(o for o in by_kind(render({**MINIMAL, "dashboard": {"enabled": True}}), "ConfigMap") if o["metadata"]["name"].endswith("-dashboard"))
+    cm = next(o for o in by_kind(render({**MINIMAL, "dashboard": {"enabled": True}}), "ConfigMap")
+              if o["metadata"]["name"].endswith("-dashboard"))
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["prometheus-tunnel.json"]) == dashboard()
 
 
-def test_dashboard_queries_parse_and_use_the_tunnels_metrics(tmp_path):
+def test_dashboard_has_a_target_view_and_parses(tmp_path):
+    variables = [v["name"] for v in dashboard()["templating"]["list"]]
+    assert variables == ["datasource", "job", "namespace", "exporter", "target"]
     exprs = [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
-    assert len(exprs) >= 8
     metrics = set()
     rules = []
     for i, expr in enumerate(exprs):
         concrete = expr.replace("$__rate_interval", "1m")
-        concrete = re.sub(r"\$(job|namespace|exporter)", ".*", concrete)
-        metrics.update(re.findall(r"\b(proxy_[a-z_]+|up)\{", concrete))
+        concrete = re.sub(r"\$(job|namespace|exporter|target)", ".*", concrete)
+        metrics.update(re.findall(r"\b(proxy_[a-z_]+|prometheus_tunnel_[a-z_]+|up)\{", concrete))
         rules.append({"record": f"dashboard:query_{i}", "expr": concrete})
     (tmp_path / "dashboard_rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     check = subprocess.run([promtool(), "check", "rules", "dashboard_rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
@@ -411,4 +557,39 @@ def test_dashboard_queries_parse_and_use_the_tunnels_metrics(tmp_path):
         "proxy_response_status_total",
         "proxy_request_duration_seconds_bucket",
         "proxy_upstream_errors_total",
+        "proxy_upstream_up",
+        "proxy_connections_rejected_total",
+        "proxy_open_connections",
+        "prometheus_tunnel_build_info",
     }
+    per_target = [t["expr"] for p in dashboard()["panels"] for t in p["targets"] if 'target=~"$target"' in t["expr"]]
+    assert len(per_target) >= 6, "the target variable filters the per-target panels"
+
+
+# === the chart's README ===
+
+
+def leaf_values(values: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of values.yaml's values, down to maps that are free-form (labels) or empty."""
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in FREE_FORM:
+            paths += leaf_values(value, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
+
+
+FREE_FORM = {"podSecurityContext", "securityContext", "livenessProbe", "readinessProbe", "resources",
+             "dashboard.labels", "prometheusRule.alerts"}
+
+
+def test_the_chart_readme_lists_every_value():
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # The alerts are listed by name in the alerts table, their fields once for all.
+    missing = [p for p in leaf_values(values) if f"`{p}`" not in readme and p != "prometheusRule.alerts"]
+    assert missing == [], f"values the chart README does not list: {missing}"
+    for alert in values["prometheusRule"]["alerts"]:
+        assert f"| `{alert}` |" in readme, alert

@@ -74,3 +74,30 @@ def test_runs_as_non_root_and_exposes_both_ports():
 def test_dockerignore_keeps_the_context_small():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignored
+
+
+def test_base_images_are_pinned_by_digest_with_a_note_on_updating():
+    for stage in stages():
+        image = stage[0][1].split()[0]
+        assert re.fullmatch(r"[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}", image), image
+    assert "docker buildx imagetools inspect" in DOCKERFILE, "how to update the digests"
+
+
+def test_reproducible_build_facts():
+    build = stages()[0]
+    args = {a.split("=")[0] for word, a in build if word == "ARG"}
+    assert "SOURCE_DATE_EPOCH" in args
+    env = " ".join(a for word, a in build if word == "ENV")
+    assert "SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}" in env
+    assert '"SOURCE_DATE_EPOCH"' in (ROOT / "build.rs").read_text(), "build.rs dates the build from it"
+
+
+def test_dependencies_build_in_a_layer_of_their_own():
+    build = stages()[0]
+    words = [(w, a) for w, a in build]
+    manifests = next(i for i, (w, a) in enumerate(words) if w == "COPY" and "Cargo.toml" in a and "Cargo.lock" in a)
+    everything = next(i for i, (w, a) in enumerate(words) if w == "COPY" and a.split()[0] == ".")
+    deps_build = [i for i, (w, a) in enumerate(words) if w == "RUN" and BUILD in a]
+    assert manifests < deps_build[0] < everything < deps_build[-1], words
+    # The stub build leaves no fingerprint of the tunnel itself, so the real sources rebuild it.
+    assert "rm -rf src benches target/release/.fingerprint/prometheus-tunnel-*" in words[deps_build[0]][1]
