@@ -5,6 +5,7 @@
 //! `main` prints one line per problem and exits with code 2 before binding any port.
 
 pub mod cli;
+pub mod error;
 pub mod file;
 pub mod parse;
 pub mod setting;
@@ -24,7 +25,8 @@ use crate::ip_range::IpRange;
 use crate::upstream::credentials::Credentials;
 use crate::upstream::forward_proxy::{self, ForwardProxy};
 use crate::upstream::tls::{self, ListenerTls, TlsSettings};
-pub use setting::{ConfigError, Origin, RawValue, Setting};
+pub use error::{ConfigError, Origin, RawValue};
+pub use setting::Setting;
 pub use targets::TargetSpec;
 
 /// Default `SERVER_PORT`: windows_exporter's port, as in the original tool.
@@ -267,7 +269,7 @@ pub fn merge(
         targets: specs,
         path,
     } = file;
-    let env_values = Setting::ALL.into_iter().filter_map(|setting| {
+    let env_values = Setting::ALL.iter().copied().filter_map(|setting| {
         env.var(setting.env()).map(|text| RawValue {
             setting,
             origin: Origin::Env,
@@ -425,7 +427,7 @@ impl Validator {
             let subject = format!("targets[{}] in {}", spec.name, file.display());
             if !targets::valid_name(&spec.name) {
                 self.errors.push(ConfigError::other(
-                    format!("target name {} in {}", setting::shown(&spec.name), file.display()),
+                    format!("target name {} in {}", error::shown(&spec.name), file.display()),
                     format!("a name of 1-{} letters, digits, '.', '_', '-' or '~' (it goes in ?target=)", targets::MAX_NAME_LEN),
                 ));
                 continue;
@@ -443,7 +445,7 @@ impl Validator {
             }
             if let Some(bad) = spec.labels.keys().find(|k| !targets::valid_label_name(k)) {
                 self.errors.push(ConfigError::other(
-                    format!("label {} of {subject}", setting::shown(bad)),
+                    format!("label {} of {subject}", error::shown(bad)),
                     "label names of letters, digits and '_', not starting with a digit or \"__\"",
                 ));
                 continue;
@@ -641,10 +643,7 @@ impl Validator {
             Ok(proxy) => Some(proxy),
             Err(expected) => {
                 self.errors.push(ConfigError::other(
-                    format!(
-                        "{name}={}",
-                        setting::shown(&setting::without_password(&value))
-                    ),
+                    format!("{name}={}", error::shown(&error::without_password(&value))),
                     expected,
                 ));
                 None

@@ -196,33 +196,22 @@ fn help_documents_every_setting() {
     let out = run(&[], &["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for name in [
-        "SERVER_IP",
-        "SERVER_PORT",
-        "SERVER_SCHEME",
-        "LISTEN_ADDRESS",
-        "LISTEN_PORT",
-        "METRICS_PORT",
-        "DEBUG",
-        "UPSTREAM_TIMEOUT",
-        "TLS_CA_FILE",
-        "TLS_CERT_FILE",
-        "TLS_KEY_FILE",
-        "TLS_SERVER_NAME",
-        "TLS_INSECURE_SKIP_VERIFY",
-        "UPSTREAM_PROXY",
-        "BEARER_TOKEN_FILE",
-        "BASIC_AUTH_USERNAME",
-        "BASIC_AUTH_PASSWORD_FILE",
-        "--conf",
-        "--test",
-        "--daemon",
-        "--upgrade",
-    ] {
-        assert!(
-            help.contains(name),
-            "--help does not mention {name}:\n{help}"
+    for setting in prometheus_tunnel::config::Setting::ALL {
+        let line = format!(
+            "[env: {}] [conf: tunnel.{}] [default: {}]",
+            setting.env(),
+            setting.key(),
+            setting.default_text().replace('`', "")
         );
+        assert!(
+            help.contains(&setting.flag()),
+            "--help has no {}:\n{help}",
+            setting.flag()
+        );
+        assert!(help.contains(&line), "--help lacks {line:?}:\n{help}");
+    }
+    for pingora in ["--conf", "--test", "--daemon", "--upgrade"] {
+        assert!(help.contains(pingora), "--help has no {pingora}:\n{help}");
     }
 }
 

@@ -14,7 +14,8 @@ use pingora_core::server::configuration::ServerConf;
 use serde::de::{DeserializeSeed, IgnoredAny};
 use serde::Deserialize;
 
-use super::setting::{ConfigError, Origin, RawValue, Setting};
+use super::error::{ConfigError, Origin, RawValue};
+use super::setting::Setting;
 use super::targets::TargetSpec;
 
 /// The document as the `tunnel:` pass reads it: every other top-level key is skipped.
@@ -268,7 +269,11 @@ pub fn parse(text: &str, path: &Path) -> Result<ConfFile, ConfigError> {
                 format!("unknown key `{key}` in section `tunnel:` of conf file {shown:?}"),
                 format!(
                     "only these keys: {}, targets",
-                    Setting::ALL.map(Setting::key).join(", ")
+                    Setting::ALL
+                        .iter()
+                        .map(|s| s.key())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };

@@ -1,143 +1,142 @@
-//! The tunnel's settings by name, and where a value for one came from.
-//!
-//! Each setting has three spellings: its environment variable (the contract in DESIGN.md), its
-//! key in the `tunnel:` section of the YAML conf file and its command-line flag. Errors name the
-//! spelling the user actually wrote, so the message points at the line to fix.
+//! The tunnel's settings, each declared once: its environment variable (the contract in the
+//! project's design), from which its conf-file key and flag follow, the name of its value, its
+//! default and what it is for. The enum, `--help` (`cli.rs`) and the README's table are all made
+//! from this one table; a test checks that the README still matches it.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::path::PathBuf;
+/// One setting's declaration.
+struct Spec {
+    env: &'static str,
+    value_name: &'static str,
+    /// A flag that may be given without a value (meaning `true`).
+    switch: bool,
+    /// The default, as the README states it (Markdown).
+    default: &'static str,
+    /// What it is for (Markdown: `--help` shows it without the backticks).
+    help: &'static str,
+}
 
-/// One tunnel setting, as the user can spell it in the env, the conf file or on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Setting {
-    /// Exporter host: IPv4, IPv6 or DNS name.
-    ServerIp,
+macro_rules! settings {
+    ($( $(#[$doc:meta])* $variant:ident = $env:literal, $value:literal, $switch:literal,
+        default $default:literal, $help:literal; )+) => {
+        /// One tunnel setting, as the user can spell it in the env, the conf file or on the
+        /// command line.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Setting {
+            $( $(#[$doc])* $variant, )+
+        }
+
+        impl Setting {
+            /// Every setting, in the order `--help` and the README list them.
+            pub const ALL: &'static [Setting] = &[ $( Setting::$variant, )+ ];
+
+            const SPECS: &'static [Spec] = &[ $( Spec {
+                env: $env,
+                value_name: $value,
+                switch: $switch,
+                default: $default,
+                help: $help,
+            }, )+ ];
+        }
+    };
+}
+
+settings! {
+    /// Exporter host.
+    ServerIp = "SERVER_IP", "HOST", false, default "required",
+        "exporter host: IPv4, IPv6 or DNS name";
     /// Exporter port.
-    ServerPort,
+    ServerPort = "SERVER_PORT", "PORT", false, default "`9182`", "exporter port";
     /// `http` or `https` to the exporter.
-    ServerScheme,
+    ServerScheme = "SERVER_SCHEME", "SCHEME", false, default "`http`", "`http` or `https`";
     /// Address both listeners bind.
-    ListenAddress,
-    /// Port Prometheus scrapes; requests there are forwarded to the exporter.
-    ListenPort,
-    /// Port of the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`.
-    MetricsPort,
+    ListenAddress = "LISTEN_ADDRESS", "IP", false, default "`0.0.0.0`", "address both ports bind";
+    /// Port Prometheus scrapes.
+    ListenPort = "LISTEN_PORT", "PORT", false, default "`8080`",
+        "port Prometheus scrapes, forwarded to the exporter";
+    /// Port of the tunnel's own routes.
+    MetricsPort = "METRICS_PORT", "PORT", false, default "`9182`",
+        "the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets`";
     /// Debug logging.
-    Debug,
+    Debug = "DEBUG", "BOOL", true, default "`false`",
+        "debug logging: `true`/`false`/`1`/`0` (`RUST_LOG`, when set, wins)";
     /// Whole-request limit to the exporter.
-    UpstreamTimeout,
-    /// PEM bundle of the CAs that sign the exporter's certificate.
-    TlsCaFile,
-    /// PEM client certificate (chain) for mutual TLS.
-    TlsCertFile,
-    /// PEM private key of the client certificate.
-    TlsKeyFile,
-    /// Name the exporter's certificate is verified against (and sent as SNI).
-    TlsServerName,
+    UpstreamTimeout = "UPSTREAM_TIMEOUT", "DURATION", false, default "`10s`",
+        "whole-request limit to the exporter: `10s`, `500ms`, `1m30s` or seconds; a smaller `X-Prometheus-Scrape-Timeout-Seconds` wins";
+    /// CAs of the exporter's certificate.
+    TlsCaFile = "TLS_CA_FILE", "FILE", false, default "system roots",
+        "PEM bundle of the CAs that sign the exporter's certificate";
+    /// Client certificate for mutual TLS.
+    TlsCertFile = "TLS_CERT_FILE", "FILE", false, default "none",
+        "PEM client certificate (chain) for mutual TLS, with `TLS_KEY_FILE`";
+    /// Key of the client certificate.
+    TlsKeyFile = "TLS_KEY_FILE", "FILE", false, default "none",
+        "PEM private key of the client certificate";
+    /// Name the exporter's certificate is verified against.
+    TlsServerName = "TLS_SERVER_NAME", "NAME", false, default "`SERVER_IP`",
+        "name the exporter's certificate is verified against, sent as SNI";
     /// Skip verification of the exporter's certificate.
-    TlsInsecureSkipVerify,
-    /// Forward proxy to reach the exporter through.
-    UpstreamProxy,
-    /// File holding a bearer token for the exporter.
-    BearerTokenFile,
-    /// User name of basic auth to the exporter.
-    BasicAuthUsername,
-    /// File holding the basic-auth password.
-    BasicAuthPasswordFile,
-    /// Client addresses allowed to use the proxy port.
-    ClientAllowedCidrs,
-    /// File holding the bearer token clients must present.
-    ClientBearerTokenFile,
-    /// User name clients must present with basic auth.
-    ClientBasicAuthUsername,
-    /// File holding the password clients must present with basic auth.
-    ClientBasicAuthPasswordFile,
-    /// PEM certificate (chain) for TLS on the proxy port.
-    ListenTlsCertFile,
-    /// PEM private key for TLS on the proxy port.
-    ListenTlsKeyFile,
-    /// PEM CAs whose client certificates the proxy port requires.
-    ListenTlsClientCaFile,
-    /// Longest time a client may take to send its first request header.
-    HeaderReadTimeout,
-    /// Longest time a client connection may sit idle between requests.
-    IdleTimeout,
-    /// Most client connections open at once on the proxy port.
-    MaxConnections,
-    /// The target used when a request names none (multi-target mode).
-    DefaultTarget,
-    /// The query parameter that names a request's target (multi-target mode).
-    TargetParam,
+    TlsInsecureSkipVerify = "TLS_INSECURE_SKIP_VERIFY", "BOOL", true, default "`false`",
+        "do not verify the exporter's certificate (logged as a warning at every start)";
+    /// Forward proxy to the exporter.
+    UpstreamProxy = "UPSTREAM_PROXY", "URL", false, default "curl's `*_proxy` variables",
+        "forward proxy to the exporter: `http://[user:pass@]host:port` (CONNECT), `socks5://...`, `socks5h://...` (the proxy resolves names); `\"\"` or `none` for no proxy";
+    /// Bearer token for the exporter.
+    BearerTokenFile = "BEARER_TOKEN_FILE", "FILE", false, default "none",
+        "file with a bearer token for the exporter, re-read when it changes";
+    /// Basic-auth user name for the exporter.
+    BasicAuthUsername = "BASIC_AUTH_USERNAME", "USER", false, default "none",
+        "basic-auth user name for the exporter, with `BASIC_AUTH_PASSWORD_FILE`";
+    /// Basic-auth password file for the exporter.
+    BasicAuthPasswordFile = "BASIC_AUTH_PASSWORD_FILE", "FILE", false, default "none",
+        "file with the basic-auth password for the exporter, re-read when it changes";
+    /// Client addresses allowed on the proxy port.
+    ClientAllowedCidrs = "CLIENT_ALLOWED_CIDRS", "CIDRS", false, default "everyone",
+        "client addresses allowed on the proxy port (`10.0.0.0/8,fd00::/8`); others get `403`";
+    /// Bearer token clients must present.
+    ClientBearerTokenFile = "CLIENT_BEARER_TOKEN_FILE", "FILE", false, default "none",
+        "file with the bearer token clients must present (else `401`), re-read when it changes";
+    /// Basic-auth user name clients must present.
+    ClientBasicAuthUsername = "CLIENT_BASIC_AUTH_USERNAME", "USER", false, default "none",
+        "basic-auth user name clients must present (else `401`), with `CLIENT_BASIC_AUTH_PASSWORD_FILE`";
+    /// Basic-auth password file clients must match.
+    ClientBasicAuthPasswordFile = "CLIENT_BASIC_AUTH_PASSWORD_FILE", "FILE", false, default "none",
+        "file with the basic-auth password clients must present";
+    /// Certificate for TLS on the proxy port.
+    ListenTlsCertFile = "LISTEN_TLS_CERT_FILE", "FILE", false, default "plain HTTP",
+        "PEM certificate (chain) to serve TLS on the proxy port, with `LISTEN_TLS_KEY_FILE`";
+    /// Key for TLS on the proxy port.
+    ListenTlsKeyFile = "LISTEN_TLS_KEY_FILE", "FILE", false, default "plain HTTP",
+        "PEM private key of the proxy port's certificate";
+    /// CAs whose client certificates the proxy port requires.
+    ListenTlsClientCaFile = "LISTEN_TLS_CLIENT_CA_FILE", "FILE", false, default "none",
+        "with TLS, require client certificates signed by these PEM CAs";
+    /// Deadline of a request header.
+    HeaderReadTimeout = "HEADER_READ_TIMEOUT", "DURATION", false, default "`10s`",
+        "a connection's first request header must be complete within this of its accept, TLS handshake included; a later one within this of its first byte";
+    /// Idle time of a kept-alive client connection.
+    IdleTimeout = "IDLE_TIMEOUT", "DURATION", false, default "`120s`",
+        "idle kept-alive client connections are closed after this";
+    /// Most client connections open at once.
+    MaxConnections = "MAX_CONNECTIONS", "COUNT", false,
+        default "what the open-file limit and the memory allow, logged at start-up",
+        "client connections open at once, counted from accept; more get `503`";
+    /// The target of a request that names none.
+    DefaultTarget = "DEFAULT_TARGET", "NAME", false,
+        default "the `SERVER_IP` exporter, or the only target",
+        "multi-target mode: the target of a request without the routing parameter";
+    /// The routing parameter of multi-target mode.
+    TargetParam = "TARGET_PARAM", "NAME", false, default "`target`",
+        "multi-target mode: the query parameter naming a request's target, removed before forwarding (another name lets blackbox or SNMP exporters keep their own `target`)";
 }
 
 impl Setting {
-    /// Every setting, in the order `--help` and the README list them.
-    pub const ALL: [Setting; 29] = [
-        Setting::ServerIp,
-        Setting::ServerPort,
-        Setting::ServerScheme,
-        Setting::ListenAddress,
-        Setting::ListenPort,
-        Setting::MetricsPort,
-        Setting::Debug,
-        Setting::UpstreamTimeout,
-        Setting::TlsCaFile,
-        Setting::TlsCertFile,
-        Setting::TlsKeyFile,
-        Setting::TlsServerName,
-        Setting::TlsInsecureSkipVerify,
-        Setting::UpstreamProxy,
-        Setting::BearerTokenFile,
-        Setting::BasicAuthUsername,
-        Setting::BasicAuthPasswordFile,
-        Setting::ClientAllowedCidrs,
-        Setting::ClientBearerTokenFile,
-        Setting::ClientBasicAuthUsername,
-        Setting::ClientBasicAuthPasswordFile,
-        Setting::ListenTlsCertFile,
-        Setting::ListenTlsKeyFile,
-        Setting::ListenTlsClientCaFile,
-        Setting::HeaderReadTimeout,
-        Setting::IdleTimeout,
-        Setting::MaxConnections,
-        Setting::DefaultTarget,
-        Setting::TargetParam,
-    ];
+    fn spec(self) -> &'static Spec {
+        &Self::SPECS[self as usize]
+    }
 
     /// The environment variable, e.g. `SERVER_PORT`.
     pub fn env(self) -> &'static str {
-        match self {
-            Setting::ServerIp => "SERVER_IP",
-            Setting::ServerPort => "SERVER_PORT",
-            Setting::ServerScheme => "SERVER_SCHEME",
-            Setting::ListenAddress => "LISTEN_ADDRESS",
-            Setting::ListenPort => "LISTEN_PORT",
-            Setting::MetricsPort => "METRICS_PORT",
-            Setting::Debug => "DEBUG",
-            Setting::UpstreamTimeout => "UPSTREAM_TIMEOUT",
-            Setting::TlsCaFile => "TLS_CA_FILE",
-            Setting::TlsCertFile => "TLS_CERT_FILE",
-            Setting::TlsKeyFile => "TLS_KEY_FILE",
-            Setting::TlsServerName => "TLS_SERVER_NAME",
-            Setting::TlsInsecureSkipVerify => "TLS_INSECURE_SKIP_VERIFY",
-            Setting::UpstreamProxy => "UPSTREAM_PROXY",
-            Setting::BearerTokenFile => "BEARER_TOKEN_FILE",
-            Setting::BasicAuthUsername => "BASIC_AUTH_USERNAME",
-            Setting::BasicAuthPasswordFile => "BASIC_AUTH_PASSWORD_FILE",
-            Setting::ClientAllowedCidrs => "CLIENT_ALLOWED_CIDRS",
-            Setting::ClientBearerTokenFile => "CLIENT_BEARER_TOKEN_FILE",
-            Setting::ClientBasicAuthUsername => "CLIENT_BASIC_AUTH_USERNAME",
-            Setting::ClientBasicAuthPasswordFile => "CLIENT_BASIC_AUTH_PASSWORD_FILE",
-            Setting::ListenTlsCertFile => "LISTEN_TLS_CERT_FILE",
-            Setting::ListenTlsKeyFile => "LISTEN_TLS_KEY_FILE",
-            Setting::ListenTlsClientCaFile => "LISTEN_TLS_CLIENT_CA_FILE",
-            Setting::HeaderReadTimeout => "HEADER_READ_TIMEOUT",
-            Setting::IdleTimeout => "IDLE_TIMEOUT",
-            Setting::MaxConnections => "MAX_CONNECTIONS",
-            Setting::DefaultTarget => "DEFAULT_TARGET",
-            Setting::TargetParam => "TARGET_PARAM",
-        }
+        self.spec().env
     }
 
     /// The key in the conf file's `tunnel:` section: the env name in lower case
@@ -151,133 +150,73 @@ impl Setting {
         format!("--{}", self.key().replace('_', "-"))
     }
 
+    /// The name of the flag's value in `--help` (`PORT`).
+    pub fn value_name(self) -> &'static str {
+        self.spec().value_name
+    }
+
+    /// Whether the flag may be given without a value, meaning `true`.
+    pub fn is_switch(self) -> bool {
+        self.spec().switch
+    }
+
+    /// The default, as the README states it (Markdown).
+    pub fn default_text(self) -> &'static str {
+        self.spec().default
+    }
+
+    /// What the setting is for (Markdown).
+    pub fn help(self) -> &'static str {
+        self.spec().help
+    }
+
     /// The setting whose conf-file key is `key`.
     pub fn from_key(key: &str) -> Option<Setting> {
-        Setting::ALL.into_iter().find(|s| s.key() == key)
+        Setting::ALL.iter().copied().find(|s| s.key() == key)
     }
 }
 
-/// Where the value of a setting came from; the lowest layer is the built-in default.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// The `tunnel:` section of this conf file.
-    File(PathBuf),
-    /// The process environment.
-    Env,
-    /// A command-line flag.
-    Cli,
-    /// A field of one entry of the conf file's `tunnel.targets`.
-    Target {
-        /// The conf file.
-        file: PathBuf,
-        /// The target's name.
-        target: String,
-        /// The field, e.g. `tls.ca_file`.
-        field: String,
-    },
-}
+#[cfg(test)]
+mod tests {
+    use super::Setting;
 
-/// A raw value for one setting and where it came from, before it is parsed.
-#[derive(Debug, Clone)]
-pub struct RawValue {
-    /// Which setting this is.
-    pub setting: Setting,
-    /// Where it came from.
-    pub origin: Origin,
-    /// The text as the user wrote it.
-    pub text: String,
-}
+    /// The README's table of settings, as this table renders it.
+    fn readme_table() -> String {
+        let mut table = String::from(
+            "| env | conf key (`tunnel:`) | flag | meaning | default |\n|---|---|---|---|---|\n",
+        );
+        for s in Setting::ALL {
+            table.push_str(&format!(
+                "| `{}` | `{}` | `{}` | {} | {} |\n",
+                s.env(),
+                s.key(),
+                s.flag(),
+                s.help(),
+                s.default_text()
+            ));
+        }
+        table
+    }
 
-impl RawValue {
-    /// The name of this value as the user wrote it: `SERVER_PORT`, `--server-port` or
-    /// `tunnel.server_port in FILE`.
-    pub fn name(&self) -> String {
-        match &self.origin {
-            Origin::Default => format!("{} (default)", self.setting.env()),
-            Origin::File(path) => format!("tunnel.{} in {}", self.setting.key(), path.display()),
-            Origin::Env => self.setting.env().to_string(),
-            Origin::Cli => self.setting.flag(),
-            Origin::Target {
-                file,
-                target,
-                field,
-            } => format!("targets[{target}].{field} in {}", file.display()),
+    #[test]
+    fn the_readme_lists_every_setting_as_declared() {
+        let readme = include_str!("../../README.md");
+        let expected = readme_table();
+        assert!(
+            readme.contains(&expected),
+            "README.md's settings table differs from src/config/setting.rs; it should read:\n{expected}"
+        );
+    }
+
+    #[test]
+    fn every_setting_is_declared_once_with_distinct_names() {
+        let mut envs: Vec<&str> = Setting::ALL.iter().map(|s| s.env()).collect();
+        envs.sort_unstable();
+        envs.dedup();
+        assert_eq!(envs.len(), Setting::ALL.len());
+        for (i, s) in Setting::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "ALL is in declaration order");
+            assert_eq!(Setting::from_key(&s.key()), Some(*s));
         }
     }
 }
-
-/// One refused configuration value: what was wrong and what is expected instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// What the user wrote (`SERVER_PORT="abc"`) or which file or key is at fault.
-    pub subject: String,
-    /// What is expected instead.
-    pub expected: String,
-}
-
-impl ConfigError {
-    /// A refused value of a setting, shown as [`shown`] shows it (a proxy URL's password
-    /// replaced by `***`).
-    pub fn value(raw: &RawValue, expected: impl Into<String>) -> Self {
-        let text = if raw.setting == Setting::UpstreamProxy {
-            without_password(&raw.text)
-        } else {
-            Cow::Borrowed(raw.text.as_str())
-        };
-        ConfigError {
-            subject: format!("{}={}", raw.name(), shown(&text)),
-            expected: expected.into(),
-        }
-    }
-
-    /// A problem that is not one value: a missing file, an unknown key.
-    pub fn other(subject: impl Into<String>, expected: impl Into<String>) -> Self {
-        ConfigError {
-            subject: subject.into(),
-            expected: expected.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}", self.subject, self.expected)
-    }
-}
-
-/// The longest part of a user's value an error line repeats.
-pub const SHOWN_VALUE_CHARS: usize = 120;
-
-/// `text` quoted for an error line, cut after [`SHOWN_VALUE_CHARS`] characters (with its whole
-/// length said): a 50 MB value must not become a 50 MB log line.
-pub fn shown(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
-    }
-}
-
-/// A proxy URL with the password of its user-info replaced by `***`, whether or not the rest
-/// of it parses (`http://user:secret@proxy:notaport` -> `http://user:***@proxy:notaport`).
-pub fn without_password(url: &str) -> Cow<'_, str> {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[authority_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return Cow::Borrowed(url);
-    };
-    let Some(colon) = rest[..at].find(':') else {
-        return Cow::Borrowed(url);
-    };
-    let password_start = authority_start + colon + 1;
-    let password_end = authority_start + at;
-    Cow::Owned(format!(
-        "{}***{}",
-        &url[..password_start],
-        &url[password_end..]
-    ))
-}
-
-impl std::error::Error for ConfigError {}

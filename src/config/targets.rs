@@ -8,7 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::setting::{ConfigError, Origin, RawValue, Setting};
+use super::error::{ConfigError, Origin, RawValue};
+use super::setting::Setting;
 
 /// The longest target name accepted.
 pub const MAX_NAME_LEN: usize = 128;
@@ -104,7 +105,7 @@ impl TargetSpec {
                 format!(
                     "targets[{}].address={} in {}",
                     self.name,
-                    super::setting::shown(&self.address),
+                    super::error::shown(&self.address),
                     file.display()
                 ),
                 "host:port, [ipv6]:port or host",
@@ -127,7 +128,7 @@ impl TargetSpec {
                         format!(
                             "targets[{}].proxy_file={} in {} ({e})",
                             self.name,
-                            super::setting::shown(path),
+                            super::error::shown(path),
                             file.display()
                         ),
                         "a readable file holding the proxy URL",
