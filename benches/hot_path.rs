@@ -12,6 +12,7 @@ use http::Uri;
 use pingora_http::RequestHeader;
 
 use prometheus_tunnel::config::{self, file, FileLayer};
+use prometheus_tunnel::material::Material;
 use prometheus_tunnel::metrics::UpstreamErrorKind;
 use prometheus_tunnel::proxy::rewrite::upstream_request;
 use prometheus_tunnel::proxy::route::{route, Route};
@@ -35,7 +36,8 @@ fn table(n: usize) -> TargetTable {
         path: None,
     };
     let tunnel = config::merge(layer, &env, Vec::new()).expect("bench config");
-    TargetTable::build(&tunnel).expect("bench table")
+    let material = Material::load(&tunnel).expect("bench material");
+    TargetTable::build(&tunnel, material.exporters).expect("bench table")
 }
 
 fn scrape_request() -> RequestHeader {

@@ -13,6 +13,8 @@
 #   valgrind                  callgrind, which counts instructions per scrape
 # and for scripts/run.sh's first run on a machine without an exporter (example):
 #   prometheus-node-exporter
+# and, from crates.io, for the test suite's dependency checks (test):
+#   cargo-deny, cargo-machete  licenses, bans and sources; unused dependencies
 # Usage: scripts/deps.sh [build|test|bench|callgrind|example]   (build: cmake only)
 # Packages are installed with their services not started (policy-rc.d): the tests and run.sh
 # start their own instances where they need them.
@@ -30,6 +32,21 @@ case "${1:-test}" in
     exit 2
     ;;
 esac
+
+# Cargo tools of the dependency checks, pinned; built once per machine (about 4 minutes).
+if [ "${1:-test}" = test ]; then
+  cargo_tools=("cargo-deny@0.20.2 --no-default-features" "cargo-machete@0.9.2")
+  for tool in "${cargo_tools[@]}"; do
+    name=${tool%%@*}
+    version=${tool#*@}
+    version=${version%% *}
+    if ! "$name" --version 2>/dev/null | grep -qF "$version"; then
+      echo "installing $name $version from crates.io" >&2
+      # shellcheck disable=SC2086 # the extra flags are words
+      cargo install --quiet --locked ${tool/@/ --version }
+    fi
+  done
+fi
 
 missing=()
 for pkg in "${want[@]}"; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
-#   1. formatting and lints of the Rust code,
+#   1. formatting, lints and docs of the Rust code; licenses, sources and unused dependencies,
 #   2. the release binary, built exactly as the Dockerfile builds it, checked on the example conf,
 #   3. unit and integration tests against real servers (the built binary, a real exporter,
 #      a real Prometheus scraping a real node_exporter),
@@ -11,9 +11,13 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh test
 
-echo "== fmt and clippy"
+echo "== fmt, clippy, docs and dependency checks"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+# Licenses, bans and sources (deny.toml); advisories need GitHub, which CI cannot reach.
+cargo deny --log-level error check licenses bans sources
+cargo machete
 
 echo "== release build (as in the Dockerfile)"
 cargo build --release --locked

@@ -6,13 +6,14 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use http::HeaderValue;
-use pingora_error::Result;
 use subtle::ConstantTimeEq;
 
-use crate::config::AccessConfig;
+use crate::config::{AccessConfig, Credentials};
 use crate::ip_range::IpRange;
-use crate::upstream::credentials::{AuthHeader, Credentials};
+use crate::material::secret::AuthHeader;
 
 /// The outcome of checking one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,31 +31,23 @@ pub struct AccessControl {
     allowed: Option<Vec<IpRange>>,
     /// The `Authorization` value clients must send, kept fresh from its file, and the challenge
     /// for those who do not.
-    credentials: Option<(AuthHeader, HeaderValue)>,
+    credentials: Option<(Arc<AuthHeader>, HeaderValue)>,
 }
 
 impl AccessControl {
-    /// The rules of `config`; loads the credential file.
-    pub fn new(config: &AccessConfig) -> Result<Self> {
-        let credentials = match &config.credentials {
-            Some(credentials) => {
-                let challenge = HeaderValue::from_static(match credentials {
-                    Credentials::Bearer { .. } => "Bearer realm=\"prometheus-tunnel\"",
-                    Credentials::Basic { .. } => {
-                        "Basic realm=\"prometheus-tunnel\", charset=\"UTF-8\""
-                    }
-                });
-                Some((
-                    AuthHeader::load(credentials, "client credentials")?,
-                    challenge,
-                ))
-            }
-            None => None,
-        };
-        Ok(AccessControl {
+    /// The rules of `config`, with the clients' credentials loaded from their file.
+    pub fn new(config: &AccessConfig, credentials: Option<Arc<AuthHeader>>) -> Self {
+        let credentials = credentials.map(|header| {
+            let challenge = HeaderValue::from_static(match header.credentials() {
+                Credentials::Bearer { .. } => "Bearer realm=\"prometheus-tunnel\"",
+                Credentials::Basic { .. } => "Basic realm=\"prometheus-tunnel\", charset=\"UTF-8\"",
+            });
+            (header, challenge)
+        });
+        AccessControl {
             allowed: config.allowed.clone(),
             credentials,
-        })
+        }
     }
 
     /// Whether clients must present credentials (and so their `Authorization` is the tunnel's,
@@ -96,6 +89,8 @@ impl AccessControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Origin, RawValue, Setting, SettingFile};
+    use crate::material::secret;
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
@@ -107,11 +102,25 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let token = dir.join("token");
         std::fs::write(&token, "s3cret\n").unwrap();
-        let control = AccessControl::new(&AccessConfig {
-            allowed: Some(vec![IpRange::parse("10.0.0.0/8").unwrap()]),
-            credentials: Some(Credentials::Bearer { token_file: token }),
-        })
-        .unwrap();
+        let credentials = Credentials::Bearer {
+            token_file: SettingFile::new(RawValue {
+                setting: Setting::ClientBearerTokenFile,
+                origin: Origin::Env,
+                text: token.to_string_lossy().into_owned(),
+            }),
+        };
+        let header = AuthHeader::new(
+            credentials.clone(),
+            secret::read(&credentials).unwrap(),
+            "client credentials",
+        );
+        let control = AccessControl::new(
+            &AccessConfig {
+                allowed: Some(vec![IpRange::parse("10.0.0.0/8").unwrap()]),
+                credentials: Some(credentials),
+            },
+            Some(Arc::new(header)),
+        );
         let now = Instant::now();
         let good = HeaderValue::from_static("Bearer s3cret");
         let bad = HeaderValue::from_static("Bearer s3creT");
@@ -134,7 +143,7 @@ mod tests {
         ));
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let open = AccessControl::new(&AccessConfig::default()).unwrap();
+        let open = AccessControl::new(&AccessConfig::default(), None);
         assert_eq!(open.check(None, None, now), Verdict::Allow);
         assert!(!open.requires_credentials());
     }

@@ -18,8 +18,8 @@ fn cli_value(setting: Setting, text: &str) -> RawValue {
     }
 }
 
-fn lines(errors: Vec<ConfigError>) -> Vec<String> {
-    errors.iter().map(ToString::to_string).collect()
+fn lines(refused: Refused) -> Vec<String> {
+    refused.errors.iter().map(ToString::to_string).collect()
 }
 
 #[test]
@@ -304,4 +304,75 @@ fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
     );
     assert_eq!(loaded.server.grace_period_seconds, Some(1));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_refused_port_is_not_compared_as_its_default() {
+    // LISTEN_PORT is refused; METRICS_PORT=8080 (LISTEN_PORT's default) is not a second
+    // problem, and neither is an exporter on this machine at port 8080.
+    let env = HashMap::from([
+        ("SERVER_IP", "127.0.0.1"),
+        ("SERVER_PORT", "8080"),
+        ("LISTEN_PORT", "0"),
+        ("METRICS_PORT", "8080"),
+    ]);
+    let errors = lines(merge(FileLayer::default(), &env, vec![]).unwrap_err());
+    assert_eq!(errors, ["LISTEN_PORT=\"0\": expected a port 1-65535"]);
+}
+
+#[test]
+fn a_refused_scheme_does_not_refuse_its_tls_settings() {
+    let env = HashMap::from([
+        ("SERVER_IP", "10.0.0.1"),
+        ("SERVER_SCHEME", "htps"),
+        ("TLS_SERVER_NAME", "exporter.local"),
+    ]);
+    let errors = lines(merge(FileLayer::default(), &env, vec![]).unwrap_err());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("SERVER_SCHEME=\"htps\""),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn files_of_refused_settings_are_listed_for_checking() {
+    let env = HashMap::from([
+        ("SERVER_IP", "10.0.0.1"),
+        ("SERVER_PORT", "x"),
+        ("BEARER_TOKEN_FILE", "/run/secret/token"),
+    ]);
+    let refused = merge(FileLayer::default(), &env, vec![]).unwrap_err();
+    assert_eq!(refused.errors.len(), 1);
+    assert!(matches!(
+        refused.files.as_slice(),
+        [NamedFile::Secret(Credentials::Bearer { token_file })]
+            if token_file.path() == Path::new("/run/secret/token")
+    ));
+}
+
+#[test]
+fn each_target_is_checked_in_its_own_scope() {
+    // The top level names a token file; target a names basic auth, which replaces it whole;
+    // target b inherits it. Nothing of a's scope leaks into b's.
+    let targets = specs(
+        "tunnel:\n  targets:\n  - {name: a, address: 10.0.0.1:9100, scheme: https, auth: {basic_auth_username: u, basic_auth_password_file: /p}}\n  - {name: b, address: 10.0.0.2:9100}\n",
+    );
+    let env = HashMap::from([("BEARER_TOKEN_FILE", "/t")]);
+    let layer = FileLayer {
+        targets: &targets,
+        path: Some(Path::new("t.yaml")),
+        ..FileLayer::default()
+    };
+    let c = merge(layer, &env, vec![]).expect("valid");
+    assert!(matches!(
+        &c.targets[0].exporter.auth,
+        Some(Credentials::Basic { username, .. }) if username == "u"
+    ));
+    assert_eq!(c.targets[0].exporter.scheme, Scheme::Https);
+    assert!(matches!(
+        &c.targets[1].exporter.auth,
+        Some(Credentials::Bearer { token_file }) if token_file.path() == Path::new("/t")
+    ));
+    assert_eq!(c.targets[1].exporter.scheme, Scheme::Http);
 }

@@ -1,9 +1,31 @@
 //! prometheus-tunnel: a Pingora reverse proxy that lets a Prometheus scrape an exporter it cannot
 //! reach directly, and records its own metrics while doing so.
 //!
-//! The binary (`src/main.rs`) loads a [`config::LoadedConfig`], builds the two services in
-//! [`service`] and runs them in one Pingora `Server`. The modules are public so integration
-//! tests and benches can reach them.
+//! # Layers
+//! Dependencies run one way, each layer importing only those above it:
+//! 1. [`config`]: settings, parsed and validated, no I/O beyond reading the conf file;
+//! 2. [`material`]: the files settings name (certificates, secrets), read and checked;
+//! 3. [`upstream`] (how an exporter is reached), [`targets`] (the table of exporters),
+//!    [`access`] and [`listener`] (the proxy port's connections);
+//! 4. [`proxy`] (the proxy port's requests) and [`admin`] (the metrics port), put together as
+//!    Pingora services by [`service`] and run by `src/main.rs`; [`reload`] swaps the target
+//!    table. [`metrics`], [`logging`], [`ip_range`] and [`build_info`] serve every layer.
+//!
+//! # The path of one scrape
+//! - **Enters**: Pingora's accept loop admits the connection (`listener/gate.rs`);
+//!   [`listener::ProxyPort`] reads the request header (`listener/header.rs`) and hands the
+//!   request to [`proxy::TunnelProxy`].
+//! - **Target chosen**: [`proxy::route`] picks it from the [`targets::TargetTable`] (the only
+//!   exporter, or by `?target=`), after the access rules ([`access`]).
+//! - **Forwarded**: `proxy/forward.rs` sends it on a kept-alive connection
+//!   (`upstream/idle.rs`) or a new one ([`upstream::Upstream::peer`], Pingora's connector,
+//!   `upstream/connect.rs` through a forward proxy), and streams the answer back.
+//! - **Counted**: [`proxy::TunnelProxy`]'s `record` step, once per request whatever its end, into
+//!   [`metrics::METRICS`] and the target's [`metrics::TargetMetrics`]; failures are named by
+//!   one table ([`proxy::Failure`], `proxy/outcome.rs`) that gives status, reason, metric and
+//!   log line.
+//!
+//! The modules are public so integration tests and benches can reach them.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +36,7 @@ pub mod config;
 pub mod ip_range;
 pub mod listener;
 pub mod logging;
+pub mod material;
 pub mod metrics;
 pub mod pacemaker;
 pub mod proxy;

@@ -11,15 +11,16 @@ use pingora_core::server::Server;
 
 use arc_swap::ArcSwap;
 use pingora_core::services::background::background_service;
-use prometheus_tunnel::config::{self, cli::Cli, LoadedConfig, ProcessEnv, Scheme, TunnelConfig};
+use prometheus_tunnel::config::{cli::Cli, LoadedConfig, ProcessEnv, TunnelConfig};
 use prometheus_tunnel::listener::capacity::Capacity;
+use prometheus_tunnel::material::{self, Material};
 use prometheus_tunnel::reload::Reloader;
 use prometheus_tunnel::targets::{SharedTargets, TargetTable};
 use prometheus_tunnel::upstream::idle;
 use prometheus_tunnel::{build_info, logging, metrics, service};
 
 /// mimalloc instead of glibc malloc: Pingora allocates per-request buffers that glibc serves
-/// with page faults; see the Performance section of the README for the measured difference.
+/// with page faults; benches/README.md has the measured difference.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -28,7 +29,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let LoadedConfig { tunnel, server } = match config::load(&cli, &ProcessEnv) {
+    let (LoadedConfig { tunnel, server }, material) = match material::load(&cli, &ProcessEnv) {
         Ok(loaded) => loaded,
         Err(errors) => {
             for e in errors {
@@ -56,7 +57,8 @@ fn main() -> ExitCode {
     metrics::init(tunnel.multi_target);
     let max_connections = connection_limit(&tunnel);
     idle::limit_total(Capacity::idle_exporter_connections(max_connections));
-    let table = match TargetTable::build(&tunnel) {
+    let Material { exporters, port } = material;
+    let table = match TargetTable::build(&tunnel, exporters) {
         Ok(table) => table,
         Err(e) => {
             eprintln!("prometheus-tunnel: cannot build the targets: {e}");
@@ -72,7 +74,8 @@ fn main() -> ExitCode {
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
 
-    let proxy = match service::proxy_service(&server_conf, &tunnel, &targets, max_connections) {
+    let proxy = match service::proxy_service(&server_conf, &tunnel, port, &targets, max_connections)
+    {
         Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("prometheus-tunnel: cannot build the proxy: {e}");
@@ -159,7 +162,7 @@ fn log_start(tunnel: &TunnelConfig) {
     );
     for target in &tunnel.targets {
         let exporter = &target.exporter;
-        if exporter.scheme == Scheme::Https && !exporter.tls.verify {
+        if exporter.tls.as_ref().is_some_and(|tls| !tls.verify) {
             warn!(
                 "TLS_INSECURE_SKIP_VERIFY is on for target {}: the exporter's certificate is NOT \
                  verified, so anyone on the path to {} can impersonate it. Give its CA in \

@@ -16,10 +16,11 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{self, cli::Cli, ProcessEnv};
+use crate::config::{cli::Cli, ProcessEnv};
+use crate::material;
+use crate::material::stamp::stamp;
 use crate::metrics::METRICS;
 use crate::targets::{SharedTargets, TargetTable};
-use crate::upstream::credentials::stamp;
 
 /// How often the conf file is checked for a change.
 pub const CONF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -53,7 +54,7 @@ impl Reloader {
                 return;
             }
         };
-        let loaded = match config::load(&cli, &ProcessEnv) {
+        let (loaded, material) = match material::load(&cli, &ProcessEnv) {
             Ok(loaded) => loaded,
             Err(errors) => {
                 let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -68,7 +69,7 @@ impl Reloader {
             error!("reload ({why}) refused: switching between one exporter and tunnel.targets needs a restart (the metrics' labels change); keeping the {in_use} targets in use");
             return;
         }
-        let next = match TargetTable::build(&loaded.tunnel) {
+        let next = match TargetTable::build(&loaded.tunnel, material.exporters) {
             Ok(table) => Arc::new(table),
             Err(e) => {
                 error!("reload ({why}) refused: {e}; keeping the {in_use} targets in use");

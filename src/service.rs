@@ -10,9 +10,11 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::listening::Service;
 use pingora_error::Result;
 
+use crate::access::AccessControl;
 use crate::admin::AdminApp;
 use crate::config::TunnelConfig;
 use crate::listener::ProxyPort;
+use crate::material::PortMaterial;
 use crate::proxy::TunnelProxy;
 use crate::targets::SharedTargets;
 
@@ -21,13 +23,15 @@ use crate::targets::SharedTargets;
 pub fn proxy_service(
     server_conf: &Arc<ServerConf>,
     config: &TunnelConfig,
+    material: PortMaterial,
     targets: &SharedTargets,
     max_connections: usize,
 ) -> Result<Service<ProxyPort<TunnelProxy>>> {
-    let proxy = TunnelProxy::new(Arc::clone(targets), &config.access, server_conf)?;
+    let access = AccessControl::new(&config.access, material.client_auth);
+    let proxy = TunnelProxy::new(Arc::clone(targets), access, server_conf);
     // The handshake runs in `ProxyPort`, under the connection limits and the header deadline,
     // so Pingora's listener is plain TCP.
-    let tls = match &config.listen.tls {
+    let tls = match &material.listener_tls {
         Some(tls) => {
             let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)?;
             // HTTP/1.1 only: the proxy port speaks HTTP/1.

@@ -12,6 +12,7 @@ use http::HeaderValue;
 use pingora_error::{Error, ErrorType, Result};
 
 use crate::config::{ExporterConfig, TunnelConfig};
+use crate::material::ExporterMaterial;
 use crate::metrics::TargetMetrics;
 use crate::upstream::Upstream;
 
@@ -35,10 +36,11 @@ pub struct Target {
 }
 
 impl Target {
-    /// Builds the target `name` for `exporter`; loads its credential file.
+    /// Builds the target `name` for `exporter`, with its loaded `material`.
     pub fn new(
         name: &str,
         exporter: &ExporterConfig,
+        material: ExporterMaterial,
         labels: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let host_header = HeaderValue::from_str(&exporter.authority()).map_err(|e| {
@@ -54,7 +56,7 @@ impl Target {
             .map_or(String::new(), |proxy| format!(" via {proxy}"));
         Ok(Target {
             name: name.into(),
-            upstream: Upstream::new(exporter)?,
+            upstream: Upstream::new(exporter, material)?,
             host_header,
             timeout: exporter.timeout,
             labels: labels
@@ -91,12 +93,22 @@ pub struct TargetTable {
 }
 
 impl TargetTable {
-    /// The table of `config`'s targets.
-    pub fn build(config: &TunnelConfig) -> Result<Self> {
+    /// The table of `config`'s targets, with `material` loaded for each, in their order.
+    pub fn build(config: &TunnelConfig, material: Vec<ExporterMaterial>) -> Result<Self> {
+        if material.len() != config.targets.len() {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                format!(
+                    "material loaded for {} targets, not the {} configured",
+                    material.len(),
+                    config.targets.len()
+                ),
+            ));
+        }
         let mut by_name = HashMap::with_capacity(config.targets.len());
         let mut ordered = Vec::with_capacity(config.targets.len());
-        for t in &config.targets {
-            let target = Arc::new(Target::new(&t.name, &t.exporter, &t.labels)?);
+        for (t, material) in config.targets.iter().zip(material) {
+            let target = Arc::new(Target::new(&t.name, &t.exporter, material, &t.labels)?);
             by_name.insert(target.name.clone(), Arc::clone(&target));
             ordered.push(target);
         }

@@ -4,10 +4,7 @@
 
 pub mod address;
 pub mod connect;
-pub mod credentials;
-pub mod forward_proxy;
 pub mod idle;
-pub mod tls;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -20,10 +17,11 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 
 use crate::config::{ExporterConfig, ExporterHost, Scheme};
+use crate::material::secret::AuthHeader;
+use crate::material::ExporterMaterial;
 use address::DialAddress;
 pub use address::{DNS_ERROR, RESOLVE_INTERVAL};
 use connect::ProxyConnector;
-use credentials::AuthHeader;
 use idle::IdleConnections;
 
 /// The exporter scrapes are forwarded to, and what it takes to build a peer for it.
@@ -37,19 +35,15 @@ pub struct Upstream {
     /// A peer with everything but (for names) the address filled in.
     template: HttpPeer,
     /// `Authorization` for the exporter, if it wants credentials.
-    auth: Option<AuthHeader>,
+    auth: Option<Arc<AuthHeader>>,
     /// Connections kept alive between scrapes.
     idle: IdleConnections,
 }
 
 impl Upstream {
-    /// Builds the peer template for `exporter` and loads its credentials.
-    pub fn new(exporter: &ExporterConfig) -> Result<Self> {
-        let auth = exporter
-            .auth
-            .as_ref()
-            .map(|auth| AuthHeader::load(auth, "credentials"))
-            .transpose()?;
+    /// Builds the peer template for `exporter` from its settings and loaded `material`.
+    pub fn new(exporter: &ExporterConfig, material: ExporterMaterial) -> Result<Self> {
+        let ExporterMaterial { certs, auth } = material;
         let port = exporter.port.get();
         let tls = exporter.scheme == Scheme::Https;
         let exporter_host = match &exporter.host {
@@ -67,13 +61,15 @@ impl Upstream {
         };
         // SNI and the name the certificate is checked against. Always set: Pingora skips
         // verification altogether when it is empty, so an IP address is used as the name too.
-        let sni = match (&exporter.tls.server_name, &exporter.host) {
+        let server_name = exporter.tls.as_ref().and_then(|t| t.server_name.as_ref());
+        let verify = exporter.tls.as_ref().is_none_or(|t| t.verify);
+        let sni = match (server_name, &exporter.host) {
             (Some(name), _) => name.clone(),
             (None, ExporterHost::Ip(ip)) => ip.to_string(),
             (None, ExporterHost::Name(name)) => name.clone(),
         };
         let mut template = HttpPeer::new(addr, tls, if tls { sni } else { String::new() });
-        template.client_cert_key = exporter.tls.client.clone();
+        template.client_cert_key = certs.client;
         // Connections are pooled by address; through a proxy that is the proxy's, so the
         // exporter's own identity keeps pools of different exporters apart.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -85,9 +81,9 @@ impl Upstream {
             .hash(&mut hasher);
         template.group_key = hasher.finish();
         let opts = &mut template.options;
-        opts.ca = exporter.tls.ca.clone();
-        opts.verify_cert = exporter.tls.verify;
-        opts.verify_hostname = exporter.tls.verify;
+        opts.ca = certs.ca;
+        opts.verify_cert = verify;
+        opts.verify_hostname = verify;
         if let Some(proxy) = &exporter.proxy {
             // plain socks5:// is sent an address the tunnel resolved; CONNECT and socks5h://
             // are sent the name, for the proxy's side to resolve.

@@ -109,6 +109,39 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn refused_files_are_reported_with_refused_settings() {
+    // A refused setting and an unreadable certificate: both in one run, though the files are
+    // read only after the settings are checked.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent-ca.pem");
+    let out = run(
+        &[
+            ("SERVER_IP", "10.0.0.1"),
+            ("SERVER_SCHEME", "https"),
+            ("SERVER_PORT", "x"),
+            ("TLS_CA_FILE", missing.to_str().unwrap()),
+            ("BEARER_TOKEN_FILE", ""),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert!(
+        stderr.contains("SERVER_PORT=\"x\": expected a port"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TLS_CA_FILE=") && stderr.contains("expected a readable PEM file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("BEARER_TOKEN_FILE=\"\": expected a readable file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn conf_file_problems_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = write_file(

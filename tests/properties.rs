@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use prometheus_tunnel::config::forward_proxy::{self, ForwardProxy};
 use prometheus_tunnel::config::{self, file, parse, ExporterHost, Setting};
 use prometheus_tunnel::ip_range::IpRange;
-use prometheus_tunnel::upstream::credentials::Credentials;
-use prometheus_tunnel::upstream::forward_proxy::{self, ForwardProxy};
+use prometheus_tunnel::material::secret::authorization;
+use prometheus_tunnel::material::{self, Material};
 
 /// Strings with the characters that matter to these parsers, and arbitrary ones.
 fn text() -> impl Strategy<Value = String> {
@@ -105,8 +106,16 @@ proptest! {
             .filter(|(_, keep)| **keep)
             .map(|((setting, value), _)| (setting.env(), value.as_str()))
             .collect();
-        if let Err(errors) = config::merge(config::FileLayer::default(), &env, Vec::new()) {
-            prop_assert!(!errors.is_empty());
+        let errors = match config::merge(config::FileLayer::default(), &env, Vec::new()) {
+            Ok(tunnel) => Material::load(&tunnel).err().unwrap_or_default(),
+            Err(refused) => {
+                prop_assert!(!refused.errors.is_empty());
+                let mut errors = refused.errors;
+                errors.extend(material::check(&refused.files));
+                errors
+            }
+        };
+        {
             for e in errors {
                 prop_assert!(e.to_string().contains(": expected "), "{}", e);
             }
@@ -123,11 +132,16 @@ proptest! {
 
     #[test]
     fn any_credential_file_content_is_handled(content in any::<String>(), user in "[a-z]{1,8}") {
-        let bearer = Credentials::Bearer { token_file: "t".into() };
-        let basic = Credentials::Basic { username: user, password_file: "p".into() };
-        if let Ok(value) = bearer.header(&content) {
+        let file = |text: &str| config::SettingFile::new(config::RawValue {
+            setting: Setting::BearerTokenFile,
+            origin: config::Origin::Env,
+            text: text.into(),
+        });
+        let bearer = config::Credentials::Bearer { token_file: file("t") };
+        let basic = config::Credentials::Basic { username: user, password_file: file("p") };
+        if let Ok(value) = authorization(&bearer, &content) {
             prop_assert!(value.is_sensitive());
         }
-        let _ = basic.header(&content);
+        let _ = authorization(&basic, &content);
     }
 }

@@ -19,19 +19,24 @@ pub enum Origin {
     Env,
     /// A command-line flag.
     Cli,
-    /// A field of one entry of the conf file's `tunnel.targets`.
-    Target {
-        /// The conf file.
-        file: PathBuf,
-        /// The target's name.
-        target: String,
-        /// The field, e.g. `tls.ca_file`.
-        field: String,
-    },
+    /// A field of one entry of the conf file's `tunnel.targets`. Boxed: a fleet's
+    /// configuration holds many values, most of them from other origins.
+    Target(Box<TargetField>),
+}
+
+/// A field of one entry of `tunnel.targets`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetField {
+    /// The conf file.
+    pub file: PathBuf,
+    /// The target's name.
+    pub target: String,
+    /// The field, e.g. `tls.ca_file`.
+    pub field: String,
 }
 
 /// A raw value for one setting and where it came from, before it is parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawValue {
     /// Which setting this is.
     pub setting: Setting,
@@ -50,11 +55,14 @@ impl RawValue {
             Origin::File(path) => format!("tunnel.{} in {}", self.setting.key(), path.display()),
             Origin::Env => self.setting.env().to_string(),
             Origin::Cli => self.setting.flag(),
-            Origin::Target {
-                file,
-                target,
-                field,
-            } => format!("targets[{target}].{field} in {}", file.display()),
+            Origin::Target(at) => {
+                format!(
+                    "targets[{}].{} in {}",
+                    at.target,
+                    at.field,
+                    at.file.display()
+                )
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::error::{ConfigError, Origin, RawValue};
+use super::error::{ConfigError, Origin, RawValue, TargetField};
 use super::setting::Setting;
 
 /// The longest target name accepted.
@@ -81,11 +81,11 @@ pub fn valid_label_name(name: &str) -> bool {
 impl TargetSpec {
     /// Where a value of this target came from, for messages.
     fn origin(&self, file: &Path, field: &str) -> Origin {
-        Origin::Target {
+        Origin::Target(Box::new(TargetField {
             file: file.to_path_buf(),
             target: self.name.clone(),
             field: field.to_string(),
-        }
+        }))
     }
 
     /// The target's fields as raw values over the top-level settings.

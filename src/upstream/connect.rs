@@ -16,7 +16,7 @@ use tokio_socks::tcp::Socks5Stream;
 use tokio_socks::{IntoTargetAddr, TargetAddr};
 
 use super::address::DialAddress;
-use super::forward_proxy::{ForwardProxy, ProxyProtocol};
+use crate::config::forward_proxy::{ForwardProxy, ProxyProtocol};
 
 /// The longest CONNECT answer header read from a proxy.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;

@@ -1,4 +1,5 @@
-//! TLS to the exporter: the CA bundle, the client certificate and key, loaded and checked at
+//! TLS material: for the exporter, the CA bundle and the client certificate and key; for the
+//! proxy port, its certificate and key and the CAs of client certificates. Loaded and checked at
 //! start-up so that a bad file is a refusal to start, never a panic or a silent downgrade.
 
 use std::path::Path;
@@ -12,26 +13,21 @@ use pingora_rustls::{
 };
 use rustls_pemfile::Item;
 
-/// How the exporter's certificate is checked and what the tunnel presents.
+/// The certificates of TLS to the exporter, loaded: what its certificate is checked against
+/// and what the tunnel presents.
 #[derive(Clone, Default)]
-pub struct TlsSettings {
+pub struct ExporterCerts {
     /// CAs from `TLS_CA_FILE`; the system roots when `None`.
     pub ca: Option<Arc<CaType>>,
     /// Client certificate and key for mutual TLS.
     pub client: Option<Arc<CertKey>>,
-    /// Name to verify against and send as SNI; the exporter's host when `None`.
-    pub server_name: Option<String>,
-    /// False only with `TLS_INSECURE_SKIP_VERIFY`.
-    pub verify: bool,
 }
 
-impl std::fmt::Debug for TlsSettings {
+impl std::fmt::Debug for ExporterCerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSettings")
+        f.debug_struct("ExporterCerts")
             .field("ca_certificates", &self.ca.as_ref().map(|ca| ca.len()))
             .field("client_certificate", &self.client.is_some())
-            .field("server_name", &self.server_name)
-            .field("verify", &self.verify)
             .finish()
     }
 }
@@ -68,7 +64,7 @@ fn certificates(items: &[Item]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A refused certificate or key file: whether it is the key file, and what was expected.
-type PairError = (bool, String);
+pub type PairError = (bool, String);
 
 /// DER certificates (leaf first) and the DER private key that goes with them.
 type DerPair = (Vec<Vec<u8>>, Vec<u8>);

@@ -1,0 +1,201 @@
+//! Secrets: the credentials sent to the exporter or required from clients, a bearer token or
+//! basic auth, read from files so that Kubernetes Secrets can be mounted, and re-read when the
+//! files change (Kubernetes rotates mounted Secrets by swapping a symlink). The value never
+//! reaches a log line.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use http::HeaderValue;
+use log::{info, warn};
+
+use super::stamp::{stamp, FileStamp};
+use crate::config::Credentials;
+
+/// How often, at most, the files are checked for a change: one `stat` a second, not per scrape.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `Authorization` value of `credentials` for the secret `content` of their file.
+pub fn authorization(credentials: &Credentials, content: &str) -> Result<HeaderValue, String> {
+    let secret = content.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err("a file holding a non-empty secret".into());
+    }
+    let text = match credentials {
+        Credentials::Bearer { .. } => {
+            if secret.chars().any(|c| !c.is_ascii_graphic()) {
+                return Err("a file holding one token of visible ASCII characters".into());
+            }
+            format!("Bearer {secret}")
+        }
+        Credentials::Basic { username, .. } => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{secret}"))
+        ),
+    };
+    let mut value = HeaderValue::from_str(&text)
+        .map_err(|_| "a file holding a secret without control characters".to_string())?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Reads the file of `credentials` and builds their header: the start-up check, and each
+/// reload.
+pub fn read(credentials: &Credentials) -> Result<HeaderValue, String> {
+    let content = std::fs::read_to_string(credentials.file().path())
+        .map_err(|e| format!("a readable file ({e})"))?;
+    authorization(credentials, &content)
+}
+
+struct Loaded {
+    stamp: Option<FileStamp>,
+    header: HeaderValue,
+}
+
+/// The current `Authorization` header of a secret, kept fresh from its file.
+pub struct AuthHeader {
+    auth: Credentials,
+    /// Whose credentials these are, for log lines: "exporter credentials", "client credentials".
+    what: &'static str,
+    current: ArcSwap<Loaded>,
+    epoch: Instant,
+    /// Milliseconds after `epoch` when the file is next checked.
+    next_check_ms: AtomicU64,
+    checking: AtomicBool,
+    /// Whether the last reload failed, so a broken file is logged once, not every second.
+    failing: AtomicBool,
+}
+
+impl AuthHeader {
+    /// Starts from `header`, read from the file of `auth` (and so checked) just before.
+    pub fn new(auth: Credentials, header: HeaderValue, what: &'static str) -> Self {
+        AuthHeader {
+            current: ArcSwap::from_pointee(Loaded {
+                stamp: stamp(auth.file().path()),
+                header,
+            }),
+            auth,
+            what,
+            epoch: Instant::now(),
+            next_check_ms: AtomicU64::new(0),
+            checking: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// The credentials this header is made from.
+    pub fn credentials(&self) -> &Credentials {
+        &self.auth
+    }
+
+    /// The header to send now; at most once per [`RECHECK_INTERVAL`] this checks whether the
+    /// file changed and reloads it. A file that became unreadable or empty keeps the last good
+    /// value (and is logged once), so a botched rotation does not fail every scrape.
+    pub fn value(&self, now: Instant) -> HeaderValue {
+        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        if now_ms >= self.next_check_ms.load(Ordering::Relaxed)
+            && !self.checking.swap(true, Ordering::Acquire)
+        {
+            self.next_check_ms.store(
+                now_ms + RECHECK_INTERVAL.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            self.reload_if_changed();
+            self.checking.store(false, Ordering::Release);
+        }
+        self.current.load().header.clone()
+    }
+
+    fn reload_if_changed(&self) {
+        let path = self.auth.file().path();
+        let new_stamp = stamp(path);
+        if new_stamp.is_some() && new_stamp == self.current.load().stamp {
+            return;
+        }
+        let file = path.display();
+        let what = self.what;
+        match read(&self.auth) {
+            Ok(header) => {
+                self.current.store(Arc::new(Loaded {
+                    stamp: new_stamp,
+                    header,
+                }));
+                self.failing.store(false, Ordering::Relaxed);
+                info!("reloaded the {what} from {file}");
+            }
+            Err(expected) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    warn!("cannot reload the {what} from {file}: expected {expected}; still using the previous ones");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Origin, RawValue, Setting, SettingFile};
+
+    fn file(setting: Setting, path: &str) -> SettingFile {
+        SettingFile::new(RawValue {
+            setting,
+            origin: Origin::Env,
+            text: path.into(),
+        })
+    }
+
+    #[test]
+    fn headers() {
+        let bearer = Credentials::Bearer {
+            token_file: file(Setting::BearerTokenFile, "t"),
+        };
+        assert_eq!(
+            authorization(&bearer, "abc.def\n").unwrap(),
+            "Bearer abc.def"
+        );
+        assert!(authorization(&bearer, "\n").is_err());
+        assert!(authorization(&bearer, "two words").is_err());
+        let basic = Credentials::Basic {
+            username: "prom".into(),
+            password_file: file(Setting::BasicAuthPasswordFile, "p"),
+        };
+        assert_eq!(
+            authorization(&basic, "secret\n").unwrap(),
+            "Basic cHJvbTpzZWNyZXQ="
+        );
+        assert!(authorization(&basic, "secret").unwrap().is_sensitive());
+    }
+
+    #[test]
+    fn reloads_a_changed_file_and_keeps_the_last_good_one() {
+        let dir = std::env::temp_dir().join(format!("tunnel-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "one").unwrap();
+        let auth = Credentials::Bearer {
+            token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
+        };
+        let header = AuthHeader::new(auth.clone(), read(&auth).unwrap(), "exporter credentials");
+        let t0 = Instant::now();
+        assert_eq!(header.value(t0), "Bearer one");
+
+        std::fs::write(&path, "second-token").unwrap();
+        // Within the interval the old value stays; after it, the new file is read.
+        assert_eq!(header.value(t0), "Bearer one");
+        assert_eq!(
+            header.value(t0 + RECHECK_INTERVAL * 2),
+            "Bearer second-token"
+        );
+
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(
+            header.value(t0 + RECHECK_INTERVAL * 4),
+            "Bearer second-token"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
