@@ -7,6 +7,7 @@
 #   tinyproxy, microsocks     the real HTTP CONNECT and SOCKS5 proxies of the proxy tests
 #   openssl                   makes the certificates of the TLS tests
 #   curl                      the TLS client (with a client certificate) of the proxy-port TLS test
+#   haproxy                   the load balancer that cuts idle polls in the reverse-mode test
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
 # and for the benches (benches/run.sh, benches/instructions.sh):
 #   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
@@ -23,7 +24,7 @@ set -euo pipefail
 want=(cmake)
 case "${1:-test}" in
   build) ;;
-  test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl) ;;
+  test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl haproxy) ;;
   bench) want+=(nginx haproxy wrk) ;;
   callgrind) want+=(nginx valgrind) ;;
   example) want=(prometheus-node-exporter) ;;

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use flate2::write::GzEncoder;
@@ -20,7 +21,13 @@ use serde::Serialize;
 
 use crate::build_info;
 use crate::config::ListenConfig;
+use crate::reverse::registry::Registry;
 use crate::targets::{Routing, SharedTargets};
+
+/// The label of `/targets` groups saying where a target came from (reverse mode): `config`,
+/// or `poll` for a client's registered name. A `__meta_` label: there for relabeling, dropped
+/// after it.
+pub const SOURCE_LABEL: &str = "__meta_prometheus_tunnel_source";
 
 /// The `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets` app.
 pub struct AdminApp {
@@ -33,11 +40,18 @@ pub struct AdminApp {
     proxy_tls: bool,
     /// Host for `/targets` when the request names none.
     fallback_host: String,
+    /// The registered clients, in reverse mode.
+    registry: Option<Arc<Registry>>,
 }
 
 impl AdminApp {
-    /// The app for the tunnel listening as `listen`, listing `targets`.
-    pub fn new(targets: SharedTargets, listen: &ListenConfig) -> Self {
+    /// The app for the tunnel listening as `listen`, listing `targets` and, in reverse mode,
+    /// the names `registry` holds.
+    pub fn new(
+        targets: SharedTargets,
+        listen: &ListenConfig,
+        registry: Option<Arc<Registry>>,
+    ) -> Self {
         let fallback_host = match listen.address {
             ip if ip.is_unspecified() => "localhost".to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),
@@ -49,12 +63,14 @@ impl AdminApp {
             proxy_addr: listen.proxy_addr(),
             proxy_tls: listen.tls.is_some(),
             fallback_host,
+            registry,
         }
     }
 
     /// Prometheus http_sd JSON: one group per target, scraped at the proxy port of the host the
     /// caller reached this port by, with `__param_<routing parameter>` (multi-target mode) and
-    /// the target's labels.
+    /// the target's labels. In reverse mode, then one group per registered name, as `/clients`
+    /// lists it (a job scrapes it with `proxy_url`), and every group says its source.
     fn targets(&self, host_header: Option<&http::HeaderValue>) -> Response<Vec<u8>> {
         let host = host_header
             .and_then(|h| h.to_str().ok())
@@ -63,6 +79,7 @@ impl AdminApp {
             .unwrap_or(&self.fallback_host);
         let address = format!("{host}:{}", self.proxy_port);
         let table = self.targets.load();
+        let source = self.registry.is_some().then_some("config");
         // A single exporter is reached without a parameter: its own query is left alone.
         let param = match table.routing() {
             Routing::Single => None,
@@ -78,8 +95,26 @@ impl AdminApp {
                     param: param.as_deref().map(|param| (param, &*target.name)),
                     scheme: self.proxy_tls.then_some("https"),
                     own: &target.labels,
+                    source,
                 },
             })
+            .collect();
+        let registered = self
+            .registry
+            .as_ref()
+            .map(|registry| registry.names())
+            .unwrap_or_default();
+        let groups: Vec<SdGroup<'_>> = groups
+            .into_iter()
+            .chain(registered.iter().map(|name| SdGroup {
+                targets: [&**name],
+                labels: SdLabels {
+                    param: None,
+                    scheme: None,
+                    own: &[],
+                    source: Some("poll"),
+                },
+            }))
             .collect();
         let mut body = Vec::with_capacity(64 + table.len() * (address.len() + 96));
         if let Err(e) = serde_json::to_writer(&mut body, &groups) {
@@ -106,12 +141,14 @@ struct SdLabels<'a> {
     param: Option<(&'a str, &'a str)>,
     scheme: Option<&'static str>,
     own: &'a [(Box<str>, Box<str>)],
+    /// [`SOURCE_LABEL`], in reverse mode.
+    source: Option<&'static str>,
 }
 
 impl Serialize for SdLabels<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.own.len() + 2))?;
+        let mut map = serializer.serialize_map(Some(self.own.len() + 3))?;
         for (k, v) in self.own {
             map.serialize_entry(&**k, &**v)?;
         }
@@ -120,6 +157,9 @@ impl Serialize for SdLabels<'_> {
         }
         if let Some(scheme) = self.scheme {
             map.serialize_entry("__scheme__", scheme)?;
+        }
+        if let Some(source) = self.source {
+            map.serialize_entry(SOURCE_LABEL, source)?;
         }
         map.end()
     }

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod pacemaker;
 pub mod proxy;
 pub mod reload;
+pub mod reverse;
 pub mod service;
 pub mod targets;
 pub mod upstream;

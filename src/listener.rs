@@ -20,6 +20,7 @@ pub mod capacity;
 pub mod client_stream;
 pub mod gate;
 pub mod header;
+pub mod respond;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +37,7 @@ use pingora_error::Error;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::ClientLimits;
-use crate::metrics::{ConnectionRejection, METRICS};
+use crate::metrics::{ConnectionRejection, PortMetrics};
 use client_stream::ClientStream;
 use gate::{ConnectionGate, ConnectionSlot};
 use header::HeaderFailure;
@@ -78,23 +79,27 @@ pub struct ProxyPort<H> {
     gate: Arc<ConnectionGate>,
     /// TLS on the port, if configured; the handshake runs here, under the limits.
     tls: Option<Acceptor>,
+    /// The port's connection counters.
+    metrics: &'static PortMetrics,
 }
 
 impl<H: RequestHandler> ProxyPort<H> {
     /// Serves `handler` on at most `max_connections` connections limited by `limits`, over TLS
-    /// when `tls` is given. The port's Pingora listener must be plain TCP without L4 buffers,
-    /// with [`ProxyPort::gate`] as its connection filter.
+    /// when `tls` is given, counted in `metrics`. The port's Pingora listener must be plain TCP
+    /// without L4 buffers, with [`ProxyPort::gate`] as its connection filter.
     pub fn new(
         handler: H,
         limits: ClientLimits,
         max_connections: usize,
         tls: Option<Acceptor>,
+        metrics: &'static PortMetrics,
     ) -> Self {
         ProxyPort {
             handler: Arc::new(handler),
             limits,
-            gate: ConnectionGate::new(max_connections),
+            gate: ConnectionGate::new(max_connections, metrics),
             tls,
+            metrics,
         }
     }
 
@@ -118,14 +123,14 @@ impl<H: RequestHandler> ProxyPort<H> {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
                 debug!("TLS handshake failed: {e}");
-                METRICS
+                self.metrics
                     .connection_rejected(ConnectionRejection::TlsHandshake)
                     .inc();
                 None
             }
             Err(_) => {
                 debug!("TLS handshake not done within HEADER_READ_TIMEOUT");
-                METRICS
+                self.metrics
                     .connection_rejected(ConnectionRejection::HeaderTimeout)
                     .inc();
                 None
@@ -184,7 +189,7 @@ impl<H: RequestHandler> ProxyPort<H> {
                             tokio::time::Instant::now() + self.limits.header_read_timeout,
                         ),
                         Err(HeaderFailure::Idle) if first => {
-                            METRICS
+                            self.metrics
                                 .connection_rejected(ConnectionRejection::HeaderTimeout)
                                 .inc();
                             debug!("connection closed: no request within HEADER_READ_TIMEOUT");
@@ -264,7 +269,7 @@ impl<H: RequestHandler> ProxyPort<H> {
         let why = match failure {
             HeaderFailure::TooLarge => Unreadable::TooLarge,
             HeaderFailure::Timeout => {
-                METRICS
+                self.metrics
                     .connection_rejected(ConnectionRejection::HeaderTimeout)
                     .inc();
                 debug!("connection closed: request header not complete within HEADER_READ_TIMEOUT");
@@ -275,6 +280,16 @@ impl<H: RequestHandler> ProxyPort<H> {
             HeaderFailure::Idle | HeaderFailure::Closed => return,
         };
         self.handler.refuse(client, why, started).await;
+    }
+}
+
+/// Resolves when the client closes or resets its connection: an error to end what it waits
+/// for with (499). Bytes from the client (a pipelined request) are kept for later by the
+/// session and do not end it. For a request whose body was read whole.
+pub async fn client_gone(session: &mut HttpSession) -> Box<Error> {
+    match session.read_body_or_idle(true).await {
+        Err(e) => e.into_down(),
+        Ok(_) => std::future::pending().await,
     }
 }
 

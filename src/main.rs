@@ -1,6 +1,6 @@
 //! Load the configuration, build the proxy and metrics services, run them in one Pingora server.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,10 +11,18 @@ use pingora_core::server::Server;
 
 use arc_swap::ArcSwap;
 use pingora_core::services::background::background_service;
-use prometheus_tunnel::config::{cli::Cli, LoadedConfig, ProcessEnv, TunnelConfig};
+use pingora_core::services::listening::Service;
+use prometheus_tunnel::access::AccessControl;
+use prometheus_tunnel::config::{cli::Cli, LoadedConfig, PollConfig, ProcessEnv, TunnelConfig};
 use prometheus_tunnel::listener::capacity::Capacity;
+use prometheus_tunnel::listener::ProxyPort;
+use prometheus_tunnel::material::tls::ListenerTls;
 use prometheus_tunnel::material::{self, Material};
 use prometheus_tunnel::reload::Reloader;
+use prometheus_tunnel::reverse::poll_port::{PollPort, PortRules};
+use prometheus_tunnel::reverse::registry::{PollRules, Registry};
+use prometheus_tunnel::reverse::scrape::ReverseScrapes;
+use prometheus_tunnel::reverse::Sweeper;
 use prometheus_tunnel::targets::{SharedTargets, TargetTable};
 use prometheus_tunnel::upstream::idle;
 use prometheus_tunnel::{build_info, logging, metrics, service};
@@ -46,7 +54,11 @@ fn main() -> ExitCode {
     }
     // When upgrading, the old process still holds the ports and hands them over.
     if !cli.pingora.upgrade {
-        for addr in [tunnel.listen.proxy_addr(), tunnel.listen.metrics_addr()] {
+        let mut addrs = vec![tunnel.listen.proxy_addr(), tunnel.listen.metrics_addr()];
+        if let Some(poll) = &tunnel.poll {
+            addrs.push(SocketAddr::new(tunnel.listen.address, poll.port.get()));
+        }
+        for addr in addrs {
             if let Err(e) = TcpListener::bind(addr) {
                 eprintln!("prometheus-tunnel: cannot listen on {addr}: {e}: expected a free port and an address of this machine");
                 return ExitCode::from(EXIT_CONFIG);
@@ -54,10 +66,14 @@ fn main() -> ExitCode {
         }
     }
 
-    metrics::init(tunnel.multi_target);
+    metrics::init(tunnel.labelled_metrics());
     let max_connections = connection_limit(&tunnel);
     idle::limit_total(Capacity::idle_exporter_connections(max_connections));
-    let Material { exporters, port } = material;
+    let Material {
+        exporters,
+        port,
+        poll_tls,
+    } = material;
     let table = match TargetTable::build(&tunnel, exporters) {
         Ok(table) => table,
         Err(e) => {
@@ -74,19 +90,54 @@ fn main() -> ExitCode {
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
 
-    let proxy = match service::proxy_service(&server_conf, &tunnel, port, &targets, max_connections)
-    {
+    let mut ports = Vec::new();
+    let reverse = match &tunnel.poll {
+        Some(poll) => {
+            let listing = AccessControl::new(&tunnel.access, port.client_auth.clone());
+            let built = reverse_mode(
+                &tunnel,
+                poll,
+                &targets,
+                poll_tls.as_ref(),
+                listing,
+                max_connections,
+            );
+            match built {
+                Ok((scrapes, poll_port, sweeper)) => {
+                    ports.push(server.add_service(poll_port));
+                    server.add_service(background_service("poll sweeper", sweeper));
+                    Some(scrapes)
+                }
+                Err(e) => {
+                    eprintln!("prometheus-tunnel: cannot build the poll port: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    let registry = reverse.as_ref().map(|r| Arc::clone(&r.registry));
+    let proxy = match service::proxy_service(
+        &server_conf,
+        &tunnel,
+        port,
+        &targets,
+        max_connections,
+        reverse,
+    ) {
         Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("prometheus-tunnel: cannot build the proxy: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let admin = service::admin_service(&tunnel, &targets);
-    let proxy_handle = server.add_service(proxy);
+    let admin = service::admin_service(&tunnel, &targets, registry);
+    ports.push(server.add_service(proxy));
     let admin_handle = server.add_service(admin);
-    // /readyz answers only once the proxy port is up.
-    admin_handle.add_dependency(&proxy_handle);
+    // /readyz answers only once the proxy port (and the poll port) are up.
+    for port in &ports {
+        admin_handle.add_dependency(port);
+    }
     let reloader = Reloader::new(
         std::env::args_os().collect(),
         conf_path,
@@ -98,6 +149,51 @@ fn main() -> ExitCode {
     // Everything is built; a large fleet's configuration need not stay in memory.
     drop(tunnel);
     server.run_forever()
+}
+
+/// Reverse mode's pieces: the scrapes of registered names (for the proxy port), the poll port's
+/// service and the registry's sweeper, sharing one registry.
+fn reverse_mode(
+    tunnel: &TunnelConfig,
+    poll: &PollConfig,
+    targets: &SharedTargets,
+    tls: Option<&ListenerTls>,
+    listing: AccessControl,
+    max_connections: usize,
+) -> pingora_error::Result<(ReverseScrapes, Service<ProxyPort<PollPort>>, Sweeper)> {
+    let metrics = metrics::poll_metrics();
+    let rules = PollRules {
+        max_clients: poll.max_clients,
+        max_polls_per_name: poll.max_polls_per_name,
+    };
+    let registry = Arc::new(Registry::new(rules, metrics, Arc::clone(targets)));
+    let handler = PollPort::new(
+        Arc::clone(&registry),
+        PortRules {
+            allowed: poll.allowed.clone(),
+            bind_names: poll.bind_names,
+            keepalive: poll.keepalive,
+            max_push_size: poll.max_push_size,
+        },
+        listing,
+        metrics,
+    );
+    // Each client holds a poll and, now and then, a push: room for every name's, within what
+    // the process allows the proxy port.
+    let connections = (poll.max_clients * (poll.max_polls_per_name + 1) + 64).min(max_connections);
+    let service = service::poll_service(
+        handler,
+        SocketAddr::new(tunnel.listen.address, poll.port.get()),
+        tunnel.listen.limits,
+        connections,
+        tls,
+        &metrics.port,
+    )?;
+    let scrapes = ReverseScrapes {
+        registry: Arc::clone(&registry),
+        timeout: poll.scrape_timeout,
+    };
+    Ok((scrapes, service, Sweeper::new(registry)))
 }
 
 /// `MAX_CONNECTIONS`, or what this process's open-file limit and memory allow when it is
@@ -146,11 +242,22 @@ fn log_start(tunnel: &TunnelConfig) {
                 .map_or(String::new(), |proxy| format!(" via {proxy}")),
             only.exporter.timeout
         ),
+        [] => "no configured target".to_string(),
         targets => format!(
-            "{} targets by ?target=NAME (default: {})",
+            "{} targets by ?{}=NAME (default: {})",
             targets.len(),
+            tunnel.target_param,
             tunnel.default_target.as_deref().unwrap_or("none")
         ),
+    };
+    let forwarding = match &tunnel.poll {
+        Some(poll) => format!(
+            "{forwarding}, and to the clients that poll {}:{} (/poll, /push, /clients{})",
+            tunnel.listen.address,
+            poll.port,
+            if poll.tls.is_some() { ", TLS" } else { "" }
+        ),
+        None => forwarding,
     };
     info!(
         "prometheus-tunnel {} ({}, built {}): forwarding {} to {forwarding}; metrics, health, version and targets on {}",

@@ -49,6 +49,8 @@ pub struct Material {
     pub exporters: Vec<ExporterMaterial>,
     /// For the proxy port.
     pub port: PortMaterial,
+    /// TLS on the poll port (reverse mode).
+    pub poll_tls: Option<ListenerTls>,
 }
 
 impl Material {
@@ -70,6 +72,11 @@ impl Material {
             .credentials
             .as_ref()
             .and_then(|c| loader.secret(c, CLIENT_CREDENTIALS));
+        let poll_tls = config
+            .poll
+            .as_ref()
+            .and_then(|poll| poll.tls.as_ref())
+            .and_then(|tls| loader.listener_tls(tls));
         if !loader.errors.is_empty() {
             return Err(loader.errors);
         }
@@ -79,6 +86,7 @@ impl Material {
                 listener_tls,
                 client_auth,
             },
+            poll_tls,
         })
     }
 }

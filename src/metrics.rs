@@ -19,6 +19,9 @@ use prometheus::{
 
 use crate::build_info;
 
+mod poll;
+pub use poll::{poll_metrics, ClientDrop, PollMetrics, PollOutcome, PushOutcome};
+
 /// Why a request to the exporter failed, as the `kind` label of
 /// `proxy_upstream_errors_total` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +112,42 @@ pub struct TunnelMetrics {
     pub in_flight: IntGauge,
     /// `proxy_response_bytes_total`: response body bytes forwarded to clients.
     pub response_bytes: IntCounter,
-    /// `proxy_open_connections`: client connections open on the proxy port.
+    /// `proxy_open_connections` and `proxy_connections_rejected_total{reason}`.
+    pub proxy_port: PortMetrics,
+}
+
+/// The connection counters of one listening port.
+#[derive(Debug)]
+pub struct PortMetrics {
+    /// Client connections open on the port.
     pub open_connections: IntGauge,
-    /// `proxy_connections_rejected_total{reason}`: client connections closed unanswered.
-    connections_rejected: [IntCounter; ConnectionRejection::ALL.len()],
+    /// Client connections closed unanswered, by reason.
+    rejected: [IntCounter; ConnectionRejection::ALL.len()],
+}
+
+impl PortMetrics {
+    /// Registers `{prefix}open_connections` and `{prefix}connections_rejected_total`, for the
+    /// port described by `port` in their help.
+    pub(crate) fn register(prefix: &str, port: &str) -> Result<Self, prometheus::Error> {
+        let rejected = register_int_counter_vec!(
+            format!("{prefix}connections_rejected_total"),
+            format!("Client connections to {port} closed before a request was answered: over the connection limit (limit), a TLS handshake or request header slower than HEADER_READ_TIMEOUT (header_timeout), a failed TLS handshake (tls_handshake)."),
+            &["reason"]
+        )?;
+        Ok(PortMetrics {
+            open_connections: register_int_gauge!(
+                format!("{prefix}open_connections"),
+                format!("Client connections open on {port}.")
+            )?,
+            rejected: ConnectionRejection::ALL
+                .map(|reason| rejected.with_label_values(&[reason.as_str()])),
+        })
+    }
+
+    /// The counter of client connections closed unanswered for `reason`.
+    pub fn connection_rejected(&self, reason: ConnectionRejection) -> &IntCounter {
+        &self.rejected[reason as usize]
+    }
 }
 
 /// The families whose series belong to a target: in multi-target mode they carry a `target`
@@ -173,11 +208,6 @@ impl TunnelMetrics {
             )?,
             labelled: multi_target,
         };
-        let rejected_vec = register_int_counter_vec!(
-            "proxy_connections_rejected_total",
-            "Client connections closed before a request was answered: over MAX_CONNECTIONS (limit), a TLS handshake or request header slower than HEADER_READ_TIMEOUT (header_timeout), a failed TLS handshake (tls_handshake).",
-            &["reason"]
-        )?;
         let info = register_int_gauge_vec!(
             "prometheus_tunnel_build_info",
             "Build information of this prometheus-tunnel; the value is always 1.",
@@ -199,18 +229,8 @@ impl TunnelMetrics {
                 "proxy_response_bytes_total",
                 "Response body bytes forwarded to clients."
             )?,
-            open_connections: register_int_gauge!(
-                "proxy_open_connections",
-                "Client connections open on the proxy port."
-            )?,
-            connections_rejected: ConnectionRejection::ALL
-                .map(|reason| rejected_vec.with_label_values(&[reason.as_str()])),
+            proxy_port: PortMetrics::register("proxy_", "the proxy port")?,
         })
-    }
-
-    /// The counter of client connections closed unanswered for `reason`.
-    pub fn connection_rejected(&self, reason: ConnectionRejection) -> &IntCounter {
-        &self.connections_rejected[reason as usize]
     }
 
     /// Whether per-target series carry a `target` label (multi-target mode).

@@ -34,22 +34,22 @@
 //! A request whose header could not be read or parsed is answered and counted by
 //! [`TunnelProxy::refuse`] (400, 408, 431; 499 when the client left mid-header).
 
+mod finish;
 mod forward;
 mod outcome;
-mod respond;
+mod registered;
+
 pub mod rewrite;
 pub mod route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
 use pingora_core::protocols::http::v1::server::HttpSession;
-use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
@@ -58,11 +58,12 @@ pub use forward::ScrapeDeadline;
 pub use outcome::{Failure, CLIENT_CLOSED};
 
 use crate::access::{AccessControl, Verdict};
-use crate::listener::{RequestHandler, Unreadable};
+use crate::listener::respond::{refuse, respond};
 use crate::metrics::{TargetMetrics, METRICS};
+use crate::reverse::scrape::ReverseScrapes;
+use crate::reverse::wire;
 use crate::targets::{SharedTargets, Target};
 use forward::Forwarder;
-use respond::{refuse, refuse_unread, respond};
 use route::Route;
 
 /// The header in which Prometheus sends its scrape timeout, in seconds.
@@ -78,6 +79,8 @@ pub struct TunnelProxy {
     /// Series of requests refused before a target was chosen (unreadable, unknown or missing
     /// target, refused clients in multi-target mode): the `target` label is then empty.
     unattributed: TargetMetrics,
+    /// Scrapes of the names clients register, in reverse mode.
+    reverse: Option<ReverseScrapes>,
 }
 
 /// Per-request state.
@@ -88,6 +91,8 @@ struct RequestCtx {
     deadline: Duration,
     /// The chosen target; `None` until chosen (and for refused requests).
     target: Option<Arc<Target>>,
+    /// The series of the registered client a scrape went to, in reverse mode.
+    client_metrics: Option<Arc<TargetMetrics>>,
     /// The request line's path and query without the routing parameter, when it had one.
     forwarded_path: Option<String>,
     /// Whether a connection to the exporter was attempted.
@@ -102,6 +107,7 @@ impl RequestCtx {
             start,
             deadline: Duration::ZERO,
             target: None,
+            client_metrics: None,
             forwarded_path: None,
             forwarded: false,
             in_flight: Some(InFlight::enter()),
@@ -134,14 +140,21 @@ impl Drop for InFlight {
 }
 
 impl TunnelProxy {
-    /// A proxy to the targets of `targets`, used by the clients `access` lets in, with the
-    /// upstream connection settings (pool size, retries, bind address) of `server_conf`.
-    pub fn new(targets: SharedTargets, access: AccessControl, server_conf: &ServerConf) -> Self {
+    /// A proxy to the targets of `targets` (and, in reverse mode, the clients `reverse`
+    /// registers), used by the clients `access` lets in, with the upstream connection settings
+    /// (pool size, retries, bind address) of `server_conf`.
+    pub fn new(
+        targets: SharedTargets,
+        access: AccessControl,
+        server_conf: &ServerConf,
+        reverse: Option<ReverseScrapes>,
+    ) -> Self {
         TunnelProxy {
             targets,
             access,
             forwarder: Forwarder::new(server_conf),
             unattributed: TargetMetrics::new(""),
+            reverse,
         }
     }
 
@@ -196,6 +209,26 @@ impl TunnelProxy {
             .await;
         }
         let table = self.targets.load();
+        if let Some(reverse) = &self.reverse {
+            // In reverse mode an absolute-form request names a registered client, or a
+            // configured target, by its host.
+            let authority = wire::absolute_authority(session.req_header().raw_path());
+            if let Some(host) = authority.map(wire::authority_host) {
+                match table.get(host) {
+                    Some(target) => {
+                        ctx.deadline = deadline(session.req_header(), target.timeout);
+                        ctx.target = Some(Arc::clone(target));
+                    }
+                    None => {
+                        let host = host.to_string();
+                        drop(table);
+                        return self.scrape_registered(reverse, session, ctx, &host).await;
+                    }
+                }
+                drop(table);
+                return self.forward(session, ctx).await;
+            }
+        }
         match route::route(&table, &session.req_header().uri) {
             Route::To(target, path) => {
                 ctx.deadline = deadline(session.req_header(), target.timeout);
@@ -250,121 +283,6 @@ impl TunnelProxy {
                 |client| rewrite::upstream_request(client, target, path, start, strip_client_auth),
             )
             .await
-    }
-
-    /// Step 6: answers the failure with its status and a one-line reason, unless the response
-    /// header had already gone out (the connection then closes, so the client sees a cut body),
-    /// and logs it once.
-    async fn fail(&self, session: &mut HttpSession, e: &Error, ctx: &RequestCtx) {
-        let failure = Failure::of(e);
-        let context = if ctx.forwarded {
-            "Fail to proxy:"
-        } else {
-            "Fail to answer:"
-        };
-        let req = session.req_header();
-        // A client that hung up is not the tunnel's failure, nor the exporter's: a warning.
-        let level = if failure.status == CLIENT_CLOSED {
-            log::Level::Warn
-        } else {
-            log::Level::Error
-        };
-        log::log!(
-            level,
-            "{context} {e}, status: {}, {} {}, Host: {:?}",
-            failure.status,
-            req.method,
-            req.uri,
-            req.headers.get(http::header::HOST)
-        );
-        session.set_server_keepalive(None);
-        if failure.status == CLIENT_CLOSED || session.response_written().is_some() {
-            return;
-        }
-        let body = Bytes::from(format!(
-            "{} {}: {}\n",
-            failure.status,
-            http::StatusCode::from_u16(failure.status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or(""),
-            failure.reason()
-        ));
-        if let Err(write_err) = respond(session, failure.status, body, &[]).await {
-            debug!(
-                "could not send the {} answer to the client: {write_err}",
-                failure.status
-            );
-        }
-    }
-
-    /// Step 7: the request's metrics, once, whatever its end.
-    fn record(&self, status: u16, failure: Option<Failure>, ctx: &mut RequestCtx) {
-        // Out of flight before counted as done, so no scrape sees both.
-        drop(ctx.in_flight.take());
-        let metrics = ctx
-            .target
-            .as_ref()
-            .map_or(&self.unattributed, |t| &t.metrics);
-        metrics.record(
-            status,
-            ctx.start.elapsed().as_secs_f64(),
-            failure.and_then(|f| f.upstream),
-            ctx.forwarded,
-        );
-    }
-}
-
-#[async_trait]
-impl RequestHandler for TunnelProxy {
-    async fn serve(&self, session: &mut HttpSession, started: Instant) {
-        let mut ctx = RequestCtx::new(started);
-        let (status, failure) = match self.answer(session, &mut ctx).await {
-            Ok(()) => (
-                session
-                    .response_written()
-                    .map_or(500, |r| r.status.as_u16()),
-                None,
-            ),
-            Err(e) => {
-                self.fail(session, &e, &ctx).await;
-                let failure = Failure::of(&e);
-                (failure.status, Some(failure))
-            }
-        };
-        self.record(status, failure, &mut ctx);
-    }
-
-    async fn refuse(&self, client: &mut Stream, why: Unreadable, started: Instant) {
-        let mut ctx = RequestCtx::new(started);
-        let (status, reason, body) = match &why {
-            Unreadable::Malformed(e) => {
-                // The parser's own message quotes the request, credentials and all: only its
-                // cause is logged.
-                debug!(
-                    "refused a malformed request: {}",
-                    e.root_cause()
-                );
-                (400, "Bad Request", "400 Bad Request: not a valid HTTP/1.1 request\n")
-            }
-            Unreadable::TooLarge => (
-                431,
-                "Request Header Fields Too Large",
-                "431 Request Header Fields Too Large: a scrape needs a few hundred bytes of header\n",
-            ),
-            Unreadable::Timeout => (
-                408,
-                "Request Timeout",
-                "408 Request Timeout: the request header did not arrive within HEADER_READ_TIMEOUT\n",
-            ),
-            Unreadable::ClientClosed => (CLIENT_CLOSED, "", ""),
-        };
-        if status != CLIENT_CLOSED {
-            if let Err(e) = refuse_unread(client, status, reason, body).await {
-                debug!("could not send the {status} answer to the client: {e}");
-            }
-        }
-        self.record(status, None, &mut ctx);
     }
 }
 

@@ -65,7 +65,7 @@ impl Reloader {
                 return;
             }
         };
-        if loaded.tunnel.multi_target != METRICS.multi_target() {
+        if loaded.tunnel.labelled_metrics() != METRICS.multi_target() {
             error!("reload ({why}) refused: switching between one exporter and tunnel.targets needs a restart (the metrics' labels change); keeping the {in_use} targets in use");
             return;
         }

@@ -75,11 +75,17 @@ fn a_silent_connection_costs_a_few_kib_and_gives_them_back() {
     );
     drop(conns);
     wait_for_open_connections(&tunnel, 0);
-    std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(tunnel.pid());
+    // The allocator returns freed pages after a delay of its own (mimalloc: 1 s); give it a
+    // few seconds.
+    let closed = Instant::now();
+    let mut after = rss_kib(tunnel.pid());
+    while after > before + 4 * 1024 && closed.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        after = rss_kib(tunnel.pid());
+    }
     assert!(
         after <= before + 4 * 1024,
-        "{after} KiB after the connections closed, from {before} KiB before"
+        "{after} KiB 5 s after the connections closed, from {before} KiB before"
     );
 }
 

@@ -264,3 +264,53 @@ fn a_port_in_use_is_refused_clearly() {
         &format!("cannot listen on 127.0.0.1:{port}"),
     );
 }
+
+#[test]
+fn reverse_mode_settings_are_checked() {
+    let (lp, mp, pp) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let base = [("LISTEN_PORT", lp.as_str()), ("METRICS_PORT", mp.as_str())];
+    let with = |extra: &[(&'static str, &str)]| {
+        let mut env: Vec<(&str, String)> = base.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    };
+    let run_with = |extra: &[(&'static str, &str)], expected: &str| {
+        let env = with(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        refused(&env, &[], expected);
+    };
+    run_with(
+        &[("SERVER_IP", "10.0.0.1"), ("POLL_KEEPALIVE", "5s")],
+        "POLL_KEEPALIVE=\"5s\": expected POLL_PORT with it",
+    );
+    run_with(
+        &[("POLL_PORT", lp.as_str())],
+        "expected a port other than LISTEN_PORT",
+    );
+    run_with(
+        &[("POLL_PORT", pp.as_str()), ("POLL_BIND_NAMES", "true")],
+        "POLL_BIND_NAMES=\"true\": expected POLL_TLS_CLIENT_CA_FILE with it",
+    );
+    run_with(
+        &[("POLL_PORT", pp.as_str()), ("POLL_MAX_PUSH_SIZE", "10")],
+        "POLL_MAX_PUSH_SIZE=\"10\": expected a size from 1KiB to 16GiB",
+    );
+    run_with(
+        &[("POLL_PORT", pp.as_str()), ("POLL_MAX_POLLS_PER_NAME", "0")],
+        "POLL_MAX_POLLS_PER_NAME=\"0\": expected a whole number",
+    );
+    // Reverse mode alone needs no exporter.
+    let env = with(&[("POLL_PORT", pp.as_str())]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = run(&env, &["-t"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

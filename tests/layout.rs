@@ -52,8 +52,8 @@ fn uses_of(files: &[PathBuf], modules: &[&str]) -> Vec<String> {
     found
 }
 
-const RUNTIME: [&str; 8] = [
-    "upstream", "targets", "access", "listener", "proxy", "admin", "service", "reload",
+const RUNTIME: [&str; 9] = [
+    "upstream", "targets", "access", "listener", "proxy", "reverse", "admin", "service", "reload",
 ];
 
 #[test]
@@ -83,10 +83,25 @@ fn reaching_exporters_imports_nothing_of_requests() {
     let mut files = module_files("upstream");
     files.extend(module_files("targets"));
     files.extend(module_files("access"));
-    let found = uses_of(&files, &["proxy", "admin", "service", "reload", "listener"]);
+    let found = uses_of(
+        &files,
+        &["proxy", "reverse", "admin", "service", "reload", "listener"],
+    );
     assert!(
         found.is_empty(),
         "a lower layer imports proxy or admin:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_listener_and_reverse_mode_import_nothing_of_the_proxy() {
+    let mut files = module_files("listener");
+    files.extend(module_files("reverse"));
+    let found = uses_of(&files, &["proxy", "admin", "service", "reload"]);
+    assert!(
+        found.is_empty(),
+        "the listener or reverse mode imports the proxy:\n{}",
         found.join("\n")
     );
 }

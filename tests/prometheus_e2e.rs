@@ -3,25 +3,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::Prometheus;
-use common::{free_port, require_tool, wait_for_port, Helper, Tunnel};
+use common::{start_node_exporter, Tunnel};
 
 #[test]
 fn prometheus_scrapes_node_exporter_through_the_tunnel() {
-    let node_exporter = require_tool("prometheus-node-exporter", "prometheus-node-exporter");
-    let node_port = free_port();
-    let _node = Helper(
-        Command::new(node_exporter)
-            .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node_exporter"),
-    );
-    wait_for_port(node_port, Duration::from_secs(10));
+    let (_node, node_port) = start_node_exporter();
 
     let tunnel = Tunnel::start(node_port, &[]);
 

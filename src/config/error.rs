@@ -68,7 +68,7 @@ impl RawValue {
 }
 
 /// One refused configuration value: what was wrong and what is expected instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigError {
     /// What the user wrote (`SERVER_PORT="abc"`) or which file or key is at fault.
     pub subject: String,

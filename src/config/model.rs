@@ -199,11 +199,44 @@ pub struct TargetConfig {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Default `POLL_KEEPALIVE`: an idle poll is answered before the 30 s or 60 s idle timeouts of
+/// common load balancers and ingress controllers.
+pub const DEFAULT_POLL_KEEPALIVE: Duration = Duration::from_secs(25);
+/// Default `POLL_MAX_CLIENTS`.
+pub const DEFAULT_POLL_MAX_CLIENTS: usize = 10_000;
+/// Default `POLL_MAX_POLLS_PER_NAME`: one client per name, whose newer poll replaces a stale one.
+pub const DEFAULT_POLL_MAX_POLLS_PER_NAME: usize = 1;
+/// Default `POLL_MAX_PUSH_SIZE`.
+pub const DEFAULT_POLL_MAX_PUSH_SIZE: u64 = 64 << 20;
+
+/// Reverse mode: the port PushProx clients poll, and its rules.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// `POLL_PORT`.
+    pub port: NonZeroU16,
+    /// Addresses allowed to poll and push (others get 403); everyone when `None`.
+    pub allowed: Option<Vec<IpRange>>,
+    /// TLS on the poll port, and the CAs of client certificates.
+    pub tls: Option<ListenerTlsFiles>,
+    /// Whether a client may use only a name its certificate carries.
+    pub bind_names: bool,
+    /// An idle poll is answered after this; `None`: held until a scrape comes.
+    pub keepalive: Option<Duration>,
+    /// Names registered at once.
+    pub max_clients: usize,
+    /// Open polls per name.
+    pub max_polls_per_name: usize,
+    /// Largest push, in bytes.
+    pub max_push_size: u64,
+    /// `UPSTREAM_TIMEOUT`: the longest a scrape of a registered name may take.
+    pub scrape_timeout: Duration,
+}
+
 /// The tunnel's validated settings.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
     /// The exporters, in order: the `SERVER_IP` one (named `default`) first, then
-    /// `tunnel.targets`. Never empty.
+    /// `tunnel.targets`. Empty only in reverse mode, where clients register themselves.
     pub targets: Vec<TargetConfig>,
     /// The target of a request without `?target=`, if any.
     pub default_target: Option<String>,
@@ -215,8 +248,18 @@ pub struct TunnelConfig {
     pub listen: ListenConfig,
     /// Who may use the proxy port.
     pub access: AccessConfig,
+    /// Reverse mode, when `POLL_PORT` is set.
+    pub poll: Option<PollConfig>,
     /// Debug logging.
     pub debug: bool,
+}
+
+impl TunnelConfig {
+    /// Whether per-target metrics carry a `target` label: with several exporters, or with
+    /// clients that register by name.
+    pub fn labelled_metrics(&self) -> bool {
+        self.multi_target || self.poll.is_some()
+    }
 }
 
 /// A file the settings name, as the material layer reads it. The validator lists every one it

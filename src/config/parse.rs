@@ -206,6 +206,53 @@ pub fn connection_limit(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("a number of connections from 1 to {MAX_CONNECTION_LIMIT}"))
 }
 
+/// A count from 1 to a million (`POLL_MAX_CLIENTS`, `POLL_MAX_POLLS_PER_NAME`).
+pub fn count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTION_LIMIT).contains(n))
+        .ok_or_else(|| format!("a whole number from 1 to {MAX_CONNECTION_LIMIT}"))
+}
+
+/// The largest byte size accepted: 16 GiB.
+pub const MAX_BYTE_SIZE: u64 = 16 << 30;
+
+/// A size in bytes: a number, or one with `KiB`, `MiB` or `GiB` (`KB`, `MB`, `GB` and `K`,
+/// `M`, `G` mean the same), at least 1 KiB and at most 16 GiB.
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    const EXPECTED: &str =
+        "a size from 1KiB to 16GiB: bytes, or a number with KiB, MiB or GiB, such as 64MiB";
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(EXPECTED.into()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| (1024..=MAX_BYTE_SIZE).contains(n))
+        .ok_or_else(|| EXPECTED.into())
+}
+
+/// A duration that may be `0` (off): `POLL_KEEPALIVE`. `None` for zero.
+pub fn optional_duration(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim().parse::<f64>().is_ok_and(|n| n == 0.0) || text.trim() == "0s" {
+        return Ok(None);
+    }
+    timeout(text)
+        .map(Some)
+        .map_err(|_| "0 (off), or a duration above 0 and at most 1h, such as 25s".into())
+}
+
 #[cfg(test)]
 #[path = "parse_tests.rs"]
 mod tests;

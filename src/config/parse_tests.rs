@@ -66,3 +66,29 @@ fn timeouts() {
         assert!(timeout(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn sizes_counts_and_optional_durations() {
+    assert_eq!(byte_size("64MiB"), Ok(64 << 20));
+    assert_eq!(byte_size("512 KiB"), Ok(512 << 10));
+    assert_eq!(byte_size("2g"), Ok(2 << 30));
+    assert_eq!(byte_size("1048576"), Ok(1 << 20));
+    for bad in [
+        "",
+        "10",
+        "1023",
+        "17GiB",
+        "64 parsecs",
+        "-1MiB",
+        "1.5MiB",
+        "MiB",
+    ] {
+        assert!(byte_size(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(count("1"), Ok(1));
+    assert!(count("0").is_err());
+    assert_eq!(optional_duration("0"), Ok(None));
+    assert_eq!(optional_duration("0s"), Ok(None));
+    assert_eq!(optional_duration("25s"), Ok(Some(Duration::from_secs(25))));
+    assert!(optional_duration("soon").is_err());
+}

@@ -127,6 +127,36 @@ settings! {
     /// The routing parameter of multi-target mode.
     TargetParam = "TARGET_PARAM", "NAME", false, default "`target`",
         "multi-target mode: the query parameter naming a request's target, removed before forwarding (another name lets blackbox or SNMP exporters keep their own `target`)";
+    /// Port PushProx clients poll: reverse mode.
+    PollPort = "POLL_PORT", "PORT", false, default "off",
+        "reverse mode: the port PushProx clients poll (`/poll`, `/push`, `/clients`); with it, `SERVER_IP` and `targets` may be left out";
+    /// Client addresses allowed to poll and push.
+    PollAllowedCidrs = "POLL_ALLOWED_CIDRS", "CIDRS", false, default "everyone",
+        "reverse mode: addresses allowed to `/poll` and `/push`; others get `403`";
+    /// Certificate for TLS on the poll port.
+    PollTlsCertFile = "POLL_TLS_CERT_FILE", "FILE", false, default "plain HTTP",
+        "reverse mode: PEM certificate (chain) to serve TLS on the poll port, with `POLL_TLS_KEY_FILE`";
+    /// Key for TLS on the poll port.
+    PollTlsKeyFile = "POLL_TLS_KEY_FILE", "FILE", false, default "plain HTTP",
+        "reverse mode: PEM private key of the poll port's certificate";
+    /// CAs whose client certificates the poll port requires.
+    PollTlsClientCaFile = "POLL_TLS_CLIENT_CA_FILE", "FILE", false, default "none",
+        "reverse mode: with TLS, require client certificates signed by these PEM CAs";
+    /// Names bound to client certificates.
+    PollBindNames = "POLL_BIND_NAMES", "BOOL", true, default "`false`",
+        "reverse mode: a client polls and pushes only as a name its certificate carries (subject CN or DNS SAN); needs `POLL_TLS_CLIENT_CA_FILE`";
+    /// How long an idle poll is held before it is answered.
+    PollKeepalive = "POLL_KEEPALIVE", "DURATION", false, default "`25s`",
+        "reverse mode: an idle poll is answered after this, and the client polls again at once, so a load balancer's idle timeout never cuts it; `0` holds it indefinitely";
+    /// Most names registered at once.
+    PollMaxClients = "POLL_MAX_CLIENTS", "COUNT", false, default "`10000`",
+        "reverse mode: names registered at once; a poll for one more gets `503`";
+    /// Most open polls per name.
+    PollMaxPollsPerName = "POLL_MAX_POLLS_PER_NAME", "COUNT", false, default "`1`",
+        "reverse mode: open polls one name may hold; a newer one supersedes the oldest, which is answered `409`";
+    /// Largest push accepted.
+    PollMaxPushSize = "POLL_MAX_PUSH_SIZE", "BYTES", false, default "`64MiB`",
+        "reverse mode: the largest push (a scrape's whole answer) accepted: bytes, or with `KiB`, `MiB`, `GiB`; a larger one is refused `413` and its scrape answered `502`";
 }
 
 impl Setting {

@@ -8,6 +8,7 @@
 //! not have.
 
 mod exporter;
+mod poll;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -187,8 +188,10 @@ impl Validator {
             .get(&top, Setting::IdleTimeout, parse::timeout)
             .map(|t| t.unwrap_or(DEFAULT_IDLE_TIMEOUT));
         let max_connections = self.get(&top, Setting::MaxConnections, parse::connection_limit);
+        let poll = self.poll(&top, proxy_port, metrics_port);
+        let reverse = matches!(poll, Ok(Some(_))) || top.is_set(Setting::PollPort);
 
-        let targets = self.targets(chosen, env, specs, conf_file, proxy_port.ok());
+        let targets = self.targets(chosen, env, specs, conf_file, proxy_port.ok(), reverse);
         let default_target = self.default_target(&top, &targets);
         let target_param = if specs.is_empty() {
             self.refuse(
@@ -223,21 +226,28 @@ impl Validator {
                     allowed: allowed?,
                     credentials: client_credentials?,
                 },
+                poll: poll?,
                 debug: debug?,
             })
         };
         match build() {
             Ok(config) if self.errors.is_empty() => Ok(config),
-            _ => Err(Refused {
-                errors: self.errors,
-                files: self.files,
-            }),
+            _ => {
+                // A top-level value that many targets inherit is refused once, not per target.
+                let mut seen = HashSet::new();
+                let mut errors = self.errors;
+                errors.retain(|e| seen.insert(e.clone()));
+                Err(Refused {
+                    errors,
+                    files: self.files,
+                })
+            }
         }
     }
 
     /// The exporters: the one of `SERVER_IP` (named [`DEFAULT_TARGET_NAME`]) and each of
     /// `tunnel.targets`, whose fields override the top-level settings one by one. A target
-    /// that is refused is left out (its errors recorded).
+    /// that is refused is left out (its errors recorded). In `reverse` mode there may be none.
     fn targets(
         &mut self,
         chosen: &Chosen,
@@ -245,6 +255,7 @@ impl Validator {
         specs: &[TargetSpec],
         conf_file: Option<&Path>,
         proxy_port: Option<NonZeroU16>,
+        reverse: bool,
     ) -> Vec<TargetConfig> {
         let mut targets = Vec::with_capacity(specs.len() + 1);
         let top = Scope::top(chosen);
@@ -256,10 +267,10 @@ impl Validator {
                     labels: BTreeMap::new(),
                 });
             }
-        } else if specs.is_empty() {
+        } else if specs.is_empty() && !reverse {
             self.record(ConfigError::other(
                 "SERVER_IP is not set",
-                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, or a list of exporters in tunnel.targets",
+                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, a list of exporters in tunnel.targets, or POLL_PORT for clients that poll",
             ));
         }
         let file = conf_file.unwrap_or(Path::new("the conf file"));

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use log::debug;
 use pingora_core::listeners::ConnectionFilter;
 
-use crate::metrics::{ConnectionRejection, METRICS};
+use crate::metrics::{ConnectionRejection, PortMetrics};
 
 /// Connections over the limit that may be waiting for their 503 at once; more are closed at
 /// accept without an answer.
@@ -27,7 +27,9 @@ pub const REFUSALS_AT_ONCE: usize = 32;
 #[derive(Debug)]
 pub struct ConnectionGate {
     max: usize,
-    /// Admitted and not yet closed: `proxy_open_connections`.
+    /// The port's connection counters.
+    metrics: &'static PortMetrics,
+    /// Admitted and not yet closed: the port's `open_connections`.
     open: AtomicUsize,
     /// Admitted at accept, not yet claimed by their connection's task.
     unclaimed: AtomicUsize,
@@ -42,15 +44,16 @@ pub struct ConnectionSlot(Arc<ConnectionGate>);
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
-        METRICS.open_connections.dec();
+        self.0.metrics.open_connections.dec();
     }
 }
 
 impl ConnectionGate {
-    /// A gate for at most `max` open connections.
-    pub fn new(max: usize) -> Arc<Self> {
+    /// A gate for at most `max` open connections, counted in `metrics`.
+    pub fn new(max: usize, metrics: &'static PortMetrics) -> Arc<Self> {
         Arc::new(ConnectionGate {
             max,
+            metrics,
             open: AtomicUsize::new(0),
             unclaimed: AtomicUsize::new(0),
             refusing: AtomicUsize::new(0),
@@ -66,10 +69,10 @@ impl ConnectionGate {
     pub fn admit(&self) -> bool {
         if increment_below(&self.open, self.max) {
             self.unclaimed.fetch_add(1, Ordering::AcqRel);
-            METRICS.open_connections.inc();
+            self.metrics.open_connections.inc();
             return true;
         }
-        METRICS
+        self.metrics
             .connection_rejected(ConnectionRejection::Limit)
             .inc();
         if increment_below(&self.refusing, REFUSALS_AT_ONCE) {
@@ -124,7 +127,7 @@ mod tests {
 
     #[test]
     fn admitted_served_a_burst_refused_the_rest_closed() {
-        let gate = ConnectionGate::new(2);
+        let gate = ConnectionGate::new(2, &crate::metrics::METRICS.proxy_port);
         let admitted: Vec<bool> = (0..2 + REFUSALS_AT_ONCE + 5)
             .map(|_| gate.admit())
             .collect();

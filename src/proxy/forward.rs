@@ -22,6 +22,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
+use crate::listener::client_gone;
 use crate::metrics::METRICS;
 use crate::upstream::idle::IdleConnections;
 
@@ -189,16 +190,6 @@ async fn request_and_answer(
             Some(100..=199) => continue,
             _ => return Ok(()),
         }
-    }
-}
-
-/// Resolves when the client closes or resets its connection: an error to end the exchange
-/// with (499). Bytes from the client (a pipelined request) are kept for later by the session
-/// and do not end it.
-async fn client_gone(session: &mut HttpSession) -> Box<Error> {
-    match session.read_body_or_idle(true).await {
-        Err(e) => e.into_down(),
-        Ok(_) => std::future::pending().await,
     }
 }
 

@@ -4,6 +4,7 @@
 use pingora_error::{Error, ErrorSource, ErrorType};
 
 use crate::metrics::UpstreamErrorKind;
+use crate::reverse::scrape::FAILURES as REVERSE_FAILURES;
 use crate::upstream::DNS_ERROR;
 
 /// Status for a client that went away before its answer was sent (nginx's convention).
@@ -16,6 +17,8 @@ pub struct Failure {
     pub status: u16,
     /// The upstream failure, when the exporter side is at fault.
     pub upstream: Option<UpstreamErrorKind>,
+    /// The reason, when the error names one of its own (a scrape of a registered client).
+    named: Option<&'static str>,
 }
 
 impl Failure {
@@ -29,7 +32,19 @@ impl Failure {
             return Failure {
                 status: *code,
                 upstream: None,
+                named: None,
             };
+        }
+        if let Custom(name) = etype {
+            if let Some((reason, status, kind)) =
+                REVERSE_FAILURES.iter().find(|(reason, ..)| reason == name)
+            {
+                return Failure {
+                    status: *status,
+                    upstream: Some(*kind),
+                    named: Some(reason),
+                };
+            }
         }
         match e.esource() {
             ErrorSource::Upstream => {
@@ -52,6 +67,7 @@ impl Failure {
                 Failure {
                     status,
                     upstream: Some(kind),
+                    named: None,
                 }
             }
             ErrorSource::Downstream => Failure {
@@ -62,16 +78,21 @@ impl Failure {
                     _ => 400,
                 },
                 upstream: None,
+                named: None,
             },
             ErrorSource::Internal | ErrorSource::Unset => Failure {
                 status: 500,
                 upstream: None,
+                named: None,
             },
         }
     }
 
     /// A short, safe reason for the error response body.
     pub fn reason(&self) -> &'static str {
+        if let Some(reason) = self.named {
+            return reason;
+        }
         match self.upstream {
             Some(UpstreamErrorKind::Timeout) => "the exporter did not answer before the deadline",
             Some(UpstreamErrorKind::Refused) => "the exporter refused the connection",
@@ -134,5 +155,9 @@ mod tests {
             Failure::of(&Error::new(ErrorType::HTTPStatus(405))).status,
             405
         );
+        let no_poll = up(ErrorType::Custom(crate::reverse::scrape::NO_POLL));
+        assert_eq!(no_poll.status, 504);
+        assert_eq!(no_poll.upstream, Some(UpstreamErrorKind::Timeout));
+        assert_eq!(no_poll.reason(), crate::reverse::scrape::NO_POLL);
     }
 }

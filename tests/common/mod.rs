@@ -5,6 +5,7 @@
 
 pub mod pki;
 pub mod prometheus;
+pub mod pushprox;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -474,4 +475,20 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path
+}
+
+/// A real `prometheus-node-exporter` on a free loopback port, stopped when the helper drops.
+pub fn start_node_exporter() -> (Helper, u16) {
+    let node_exporter = require_tool("prometheus-node-exporter", "prometheus-node-exporter");
+    let port = free_port();
+    let helper = Helper(
+        Command::new(node_exporter)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node_exporter"),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    (helper, port)
 }

@@ -12,26 +12,78 @@ pub struct Pki {
     pub dir: PathBuf,
 }
 
+/// Runs the real `openssl` with `args` in `dir`, requiring success.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(require_tool("openssl", "openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Pki {
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).to_string_lossy().into_owned()
     }
 
+    /// A client certificate signed by the client CA for `name` (subject CN and DNS SAN):
+    /// the paths of its certificate and key.
+    pub fn client_named(&self, name: &str) -> (String, String) {
+        let run = |args: &[&str]| openssl(&self.dir, args);
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            self.dir.join(&ext),
+            format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"),
+        )
+        .unwrap();
+        let subject = format!("/CN={name}");
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subject,
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "client-ca.crt",
+            "-CAkey",
+            "client-ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        (self.path(&crt), self.path(&key))
+    }
+
     /// Makes every certificate under `dir`.
     pub fn create(dir: &Path) -> Pki {
-        let openssl = require_tool("openssl", "openssl");
-        let run = |args: &[&str]| {
-            let out = Command::new(&openssl)
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| openssl(dir, args);
         let ec = [
             "-newkey",
             "ec",

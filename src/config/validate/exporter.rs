@@ -227,22 +227,42 @@ impl Validator {
 
     /// `LISTEN_TLS_*`: a certificate and key, and optionally the CAs of client certificates.
     pub(super) fn listener_tls(&mut self, scope: &Scope<'_>) -> Checked<Option<ListenerTlsFiles>> {
+        self.server_tls(
+            scope,
+            [
+                Setting::ListenTlsCertFile,
+                Setting::ListenTlsKeyFile,
+                Setting::ListenTlsClientCaFile,
+            ],
+            "the proxy port",
+        )
+    }
+
+    /// TLS served on `port` by the settings `[cert, key, client CA]`: a certificate and key,
+    /// and optionally the CAs of client certificates.
+    pub(super) fn server_tls(
+        &mut self,
+        scope: &Scope<'_>,
+        [cert, key, client_ca]: [Setting; 3],
+        port: &str,
+    ) -> Checked<Option<ListenerTlsFiles>> {
         let server_cert = self.certificate_pair(
             scope,
-            Setting::ListenTlsCertFile,
-            Setting::ListenTlsKeyFile,
-            "LISTEN_TLS_KEY_FILE with it",
-            "LISTEN_TLS_CERT_FILE with it",
+            cert,
+            key,
+            &format!("{} with it", key.env()),
+            &format!("{} with it", cert.env()),
         )?;
-        let client_ca_file = scope
-            .raw(Setting::ListenTlsClientCaFile)
-            .cloned()
-            .map(SettingFile::new);
+        let client_ca_file = scope.raw(client_ca).cloned().map(SettingFile::new);
         let Some(server_cert) = server_cert else {
             self.refuse(
                 scope,
-                Setting::ListenTlsClientCaFile,
-                "LISTEN_TLS_CERT_FILE and LISTEN_TLS_KEY_FILE with it: client certificates need TLS on the proxy port",
+                client_ca,
+                &format!(
+                    "{} and {} with it: client certificates need TLS on {port}",
+                    cert.env(),
+                    key.env()
+                ),
             );
             return Ok(None);
         };

@@ -1,5 +1,5 @@
-//! The small plain-text answers the tunnel makes itself: refusals (400, 401, 403, 404, 405,
-//! 408, 413, 431) and failures (502, 504).
+//! The small plain-text answers the tunnel makes itself on its ports: refusals (400, 401, 403,
+//! 404, 405, 408, 409, 413, 431) and failures (502, 503, 504).
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
