@@ -303,10 +303,13 @@ def rss_mib(pid: int) -> float:
 
 
 def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int,
-        watch_pid: int | None = None) -> dict:
+        watch_pid: int | None = None, script: str | None = None) -> dict:
     """One wrk run; with `watch_pid`, also the peak RSS of that process (and its children)
-    sampled every 0.2 s while wrk runs."""
+    sampled every 0.2 s while wrk runs; with `script`, wrk's Lua script (which may write
+    its own request line)."""
     cmd = [tool("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(f"http://127.0.0.1:{port}/{path}")

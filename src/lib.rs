@@ -7,7 +7,8 @@
 //! 2. [`material`]: the files settings name (certificates, secrets), read and checked;
 //! 3. [`upstream`] (how an exporter is reached), [`targets`] (the table of exporters),
 //!    [`access`] and [`listener`] (the proxy port's connections);
-//! 4. [`proxy`] (the proxy port's requests) and [`admin`] (the metrics port), put together as
+//! 4. [`reverse`] (reverse mode: the poll port, and scrapes of the names clients register);
+//! 5. [`proxy`] (the proxy port's requests) and [`admin`] (the metrics port), put together as
 //!    Pingora services by [`service`] and run by `src/main.rs`; [`reload`] swaps the target
 //!    table. [`metrics`], [`logging`], [`ip_range`] and [`build_info`] serve every layer.
 //!
@@ -16,10 +17,12 @@
 //!   [`listener::ProxyPort`] reads the request header (`listener/header.rs`) and hands the
 //!   request to [`proxy::TunnelProxy`].
 //! - **Target chosen**: [`proxy::route`] picks it from the [`targets::TargetTable`] (the only
-//!   exporter, or by `?target=`), after the access rules ([`access`]).
+//!   exporter, or by `?target=`), after the access rules ([`access`]); in reverse mode an
+//!   absolute-form request names a registered client instead (`proxy/registered.rs`).
 //! - **Forwarded**: `proxy/forward.rs` sends it on a kept-alive connection
 //!   (`upstream/idle.rs`) or a new one ([`upstream::Upstream::peer`], Pingora's connector,
-//!   `upstream/connect.rs` through a forward proxy), and streams the answer back.
+//!   `upstream/connect.rs` through a forward proxy), and streams the answer back; to a
+//!   registered client, [`reverse::scrape`] hands it to the client's poll and streams its push.
 //! - **Counted**: [`proxy::TunnelProxy`]'s `record` step, once per request whatever its end, into
 //!   [`metrics::METRICS`] and the target's [`metrics::TargetMetrics`]; failures are named by
 //!   one table ([`proxy::Failure`], `proxy/outcome.rs`) that gives status, reason, metric and

@@ -21,18 +21,20 @@
 //!   hop-by-hop headers stay behind, exporter connections are kept alive, and a request with a
 //!   body is refused (413) rather than forwarded.
 //!
-//! One request, in [`TunnelProxy::serve`]:
+//! One request, in `TunnelProxy::serve` (`finish.rs`):
 //! 1. the access rules: 403 (address) or 401 (credentials);
 //! 2. only GET and HEAD (405 with `Allow`) without a body (413: a scrape has none);
 //! 3. the target ([`route`]): the only exporter, or by the routing parameter in multi-target
-//!    mode (404 unknown, 400 missing);
+//!    mode (404 unknown, 400 missing); in reverse mode an absolute-form request's host names a
+//!    registered client (`registered.rs`: 503 at once when none is) or a configured target;
 //! 4. the deadline: the target's timeout, or Prometheus' scrape timeout if smaller;
 //! 5. forwarded (`forward.rs`): the exporter's answer streamed to the client as it comes;
-//! 6. a failure answered with its status and a one-line reason (`outcome.rs`), and logged once;
-//! 7. counted, once, whatever its end: `TunnelProxy::record`.
+//! 6. a failure answered with its status and a one-line reason (`outcome.rs`), and logged once
+//!    (`finish.rs`);
+//! 7. counted, once, whatever its end: `TunnelProxy::record` (`finish.rs`).
 //!
 //! A request whose header could not be read or parsed is answered and counted by
-//! [`TunnelProxy::refuse`] (400, 408, 431; 499 when the client left mid-header).
+//! `TunnelProxy::refuse` (400, 408, 431; 499 when the client left mid-header).
 
 mod finish;
 mod forward;

@@ -21,7 +21,7 @@ from helpers import (CHART, CI_VALUES, KUBE_VERSION, MINIMAL, MONITOR_KINDS, OPE
                      ci_values, container, env_of, notes, one, render, render_manifests, tool)
 
 CORE_KINDS = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "PodDisruptionBudget",
-              "HorizontalPodAutoscaler", "NetworkPolicy", "Secret"}
+              "HorizontalPodAutoscaler", "NetworkPolicy", "Secret", "Ingress"}
 OPERATOR_MODELS = {
     "ServiceMonitor": operator_v1.ServiceMonitor,
     "PodMonitor": operator_v1.PodMonitor,
@@ -80,6 +80,9 @@ def test_lint_without_an_exporter_fails():
         ({**MINIMAL, "targets": [{"name": "a", "address": "h:1", "proxy": "http://u:pw@p:3128"}]}, "proxy"),
         ({**MINIMAL, "targets": [{"name": "a", "address": "h:1", "tls": {"ca_file": "ca.crt"}}]}, "ca_file"),
         ({**MINIMAL, "networkPolicy": {"enabled": True, "from": []}}, "from"),
+        (settings(poll={"port": 8081, "maxPushSize": "lots"}), "maxPushSize"),
+        (settings(poll={"port": 8081, "bindnames": True}), "bindnames"),
+        ({**MINIMAL, "pollIngress": {"enabled": True, "hosts": []}}, "hosts"),
     ],
 )
 def test_schema_refuses_bad_values_and_unknown_keys_at_install(values, key):
@@ -103,6 +106,8 @@ def test_schema_refuses_bad_values_and_unknown_keys_at_install(values, key):
          "not both"),
         ({**settings(access={"tlsSecretName": "serving", "clientCaKey": "ca.crt"}), "monitor": {"enabled": True}},
          "monitor.clientCertSecretName is required"),
+        (settings(poll={"port": 8080}), "the poll port needs a port of its own"),
+        (settings(poll={"port": 8081, "bindNames": True}), "binds names to client certificates"),
     ],
 )
 def test_combinations_the_tunnel_refuses_fail_at_install(values, words):
@@ -593,3 +598,42 @@ def test_the_chart_readme_lists_every_value():
     assert missing == [], f"values the chart README does not list: {missing}"
     for alert in values["prometheusRule"]["alerts"]:
         assert f"| `{alert}` |" in readme, alert
+
+
+# === reverse mode ===
+
+
+def test_reverse_mode_gets_its_port_service_ingress_and_scrape_config():
+    objects = render(ci_values(CHART / "ci" / "poll-values.yaml"))
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert env["POLL_PORT"] == "8081"
+    assert env["POLL_TLS_CLIENT_CA_FILE"] == "/etc/prometheus-tunnel/poll-tls/ca.crt"
+    assert (env["POLL_BIND_NAMES"], env["POLL_KEEPALIVE"], env["POLL_MAX_PUSH_SIZE"]) == ("true", "20s", "32MiB")
+    ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
+    assert ports["poll"] == 8081
+    services = {o["metadata"]["name"]: o["spec"] for o in by_kind(objects, "Service")}
+    poll = services["server01-prometheus-tunnel-poll"]
+    assert poll["type"] == "LoadBalancer" and poll["ports"][0]["targetPort"] == "poll"
+    assert all(p["name"] != "poll" for p in services["server01-prometheus-tunnel"]["ports"])
+    ingress = one(objects, "Ingress")["spec"]
+    paths = [p["path"] for p in ingress["rules"][0]["http"]["paths"]]
+    assert paths == ["/poll", "/push", "/clients"]
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert [r["ports"][0]["port"] for r in policy["ingress"]] == ["exporter", "metrics", "poll"]
+    scrapes = {o["metadata"]["name"]: o["spec"] for o in by_kind(objects, "ScrapeConfig")}
+    polled = scrapes["server01-prometheus-tunnel-polled"]
+    assert polled["proxyUrl"] == "http://server01-prometheus-tunnel.monitoring.svc:8080"
+    assert polled["httpSDConfigs"][0]["url"] == "http://server01-prometheus-tunnel.monitoring.svc:9182/targets"
+    keep = polled["relabelings"][0]
+    assert (keep["action"], keep["sourceLabels"], keep["regex"]) == ("keep", ["__meta_prometheus_tunnel_source"], "poll")
+    assert polled["relabelings"][2]["replacement"] == "${1}:9100"
+    assert "server01-prometheus-tunnel" in scrapes, "the configured exporter keeps its ScrapeConfig"
+
+
+def test_reverse_mode_alone_needs_no_exporter_and_scrapes_none():
+    objects = render({"settings": {"name": "site", "poll": {"port": 8081}}})
+    scrapes = [o["metadata"]["name"] for o in by_kind(objects, "ScrapeConfig")]
+    assert scrapes == ["server01-prometheus-tunnel-polled"]
+    env = {e["name"] for e in container(objects)["env"]}
+    assert "SERVER_IP" not in env and "POLL_PORT" in env
+    assert not by_kind(objects, "Ingress"), "no Ingress unless asked for"

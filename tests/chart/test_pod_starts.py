@@ -44,6 +44,8 @@ def secrets_for(pki: Pki) -> dict[str, dict[str, bytes]]:
         "tunnel-client-token": {"token": b"client-secret-3a8\n"},
         "tunnel-client-password": {"password": b"client-secret-5e6\n"},
         "prometheus-scrape-client": client_pair,
+        # The poll port's TLS (reverse mode), and the CA of the clients' certificates.
+        "tunnel-poll-cert": tls_pair,
     }
 
 
@@ -63,6 +65,8 @@ def runnable(values: dict, exporters: dict[str, int]) -> dict:
     for target in values.get("targets", []):
         scheme = target.get("scheme", settings.get("scheme", "http"))
         target["address"] = f"127.0.0.1:{exporter(scheme, bool(target.get('tls', {}).get('cert_file')))}"
+    if settings.get("poll", {}).get("port"):
+        settings["poll"]["port"] = free_port()
     access = settings.get("access", {})
     if access.get("allowedCidrs"):
         # The scrape comes from loopback here, as it comes from Prometheus' pod there.
@@ -145,7 +149,10 @@ def curl(url: str, *args: str) -> tuple[int, str]:
 def scrape_as_prometheus(objects: list[dict], pod: Pod, secrets: dict, root: Path) -> list[tuple[int, str]]:
     """Each scrape the rendered ScrapeConfig makes, with its scheme, TLS and credentials, the
     Service's address mapped to the pod's proxy port."""
-    scrape = one(objects, "ScrapeConfig")["spec"]
+    # The exporter's ScrapeConfig; a reverse-mode release has one more, for the clients that poll.
+    exporters = [o for o in by_kind(objects, "ScrapeConfig") if not o["metadata"]["name"].endswith("-polled")]
+    assert len(exporters) == 1, f"{len(exporters)} ScrapeConfigs for the exporter"
+    scrape = exporters[0]["spec"]
     args = []
     tls = scrape.get("tlsConfig")
     if tls:

@@ -117,7 +117,14 @@ struct Shared {
     poll_socket: Mutex<Option<TcpStream>>,
     /// Scrapes in progress hold off their push while this is set.
     hold_pushes: AtomicBool,
+    /// Idle connections to the tunnel for pushes, and to exporters, as Go's transport keeps
+    /// them (`MaxIdleConns: 100`).
+    idle_pushes: Mutex<Vec<Box<dyn Conn>>>,
+    idle_exporters: Mutex<Vec<(SocketAddr, TcpStream)>>,
 }
+
+/// Idle connections kept, as Go's `MaxIdleConns`.
+const MAX_IDLE: usize = 100;
 
 /// A running client; killed when dropped.
 pub struct PushProxClient {
@@ -134,6 +141,8 @@ impl PushProxClient {
             counts: Counts::default(),
             poll_socket: Mutex::new(None),
             hold_pushes: AtomicBool::new(false),
+            idle_pushes: Mutex::new(Vec::new()),
+            idle_exporters: Mutex::new(Vec::new()),
         });
         let loop_shared = Arc::clone(&shared);
         let thread = thread::spawn(move || poll_loop(&loop_shared));
@@ -461,9 +470,18 @@ fn scrape(shared: &Shared, request: ScrapeRequest) {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(80);
+    let exporter = SocketAddr::new(options.resolve_to, port);
     let answer = (|| -> std::io::Result<Response> {
-        let mut tcp =
-            TcpStream::connect_timeout(&SocketAddr::new(options.resolve_to, port), timeout)?;
+        let idle = {
+            let mut idle = shared.idle_exporters.lock().unwrap();
+            idle.iter()
+                .position(|(addr, _)| *addr == exporter)
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let mut tcp = match idle {
+            Some(tcp) => tcp,
+            None => TcpStream::connect_timeout(&exporter, timeout)?,
+        };
         tcp.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let mut out = format!(
             "{} {path} HTTP/1.1\r\nHost: {authority}\r\n",
@@ -477,7 +495,14 @@ fn scrape(shared: &Shared, request: ScrapeRequest) {
         out.push_str("\r\n");
         tcp.write_all(out.as_bytes())?;
         let mut reader = BufReader::new(tcp);
-        read_response(&mut reader, request.method == "HEAD")
+        let response = read_response(&mut reader, request.method == "HEAD")?;
+        if response.reusable && reader.buffer().is_empty() {
+            let mut idle = shared.idle_exporters.lock().unwrap();
+            if idle.len() < MAX_IDLE {
+                idle.push((exporter, reader.into_inner()));
+            }
+        }
+        Ok(response)
     })();
     match answer {
         Ok(response) => {
@@ -584,10 +609,37 @@ fn push(shared: &Shared, wire: &[u8]) {
         return;
     }
     let status = (|| -> std::io::Result<u16> {
-        let (mut conn, _) = connect(options)?;
-        conn.write_all(&post(options, "/push", wire))?;
-        let mut reader = BufReader::new(conn);
-        Ok(read_response(&mut reader, false)?.status)
+        let kept = shared.idle_pushes.lock().unwrap().pop();
+        let (mut conn, reused) = match kept {
+            Some(conn) => (conn, true),
+            None => (connect(options)?.0, false),
+        };
+        let request = post(options, "/push", wire);
+        // A kept connection the tunnel closed meanwhile fails before any answer: Go's
+        // transport then retries on a new one.
+        let answered = conn.write_all(&request).and_then(|()| {
+            let mut reader = BufReader::new(conn);
+            let response = read_response(&mut reader, false)?;
+            Ok((response, reader))
+        });
+        let (response, reader) = match answered {
+            Ok(answered) => answered,
+            Err(_) if reused => {
+                let (mut conn, _) = connect(options)?;
+                conn.write_all(&request)?;
+                let mut reader = BufReader::new(conn);
+                let response = read_response(&mut reader, false)?;
+                (response, reader)
+            }
+            Err(e) => return Err(e),
+        };
+        if response.reusable && reader.buffer().is_empty() {
+            let mut idle = shared.idle_pushes.lock().unwrap();
+            if idle.len() < MAX_IDLE {
+                idle.push(reader.into_inner());
+            }
+        }
+        Ok(response.status)
     })();
     shared.counts.pushes.fetch_add(1, Ordering::SeqCst);
     shared

@@ -202,8 +202,16 @@ basicAuth:
 {{- if and $s.access.bearerTokenSecretName $s.access.basicAuthUsername }}
 {{- fail "settings.access: set either bearerTokenSecretName or basicAuthUsername, not both" }}
 {{- end }}
-{{- if and (not $s.serverIP) (not .Values.targets) }}
-{{- fail "settings.serverIP is required (the exporter's IP address or DNS name), unless targets lists exporters" }}
+{{- if and (not $s.serverIP) (not .Values.targets) (not $s.poll.port) }}
+{{- fail "settings.serverIP is required (the exporter's IP address or DNS name), unless targets lists exporters or settings.poll.port serves clients that poll" }}
+{{- end }}
+{{- if $s.poll.port }}
+{{- if or (eq (toString $s.poll.port) (toString $s.listenPort)) (eq (toString $s.poll.port) (toString $s.metrics.port)) }}
+{{- fail (printf "settings.poll.port is %v, which the proxy or metrics port has: the poll port needs a port of its own" $s.poll.port) }}
+{{- end }}
+{{- if and $s.poll.bindNames (not (and $s.poll.tlsSecretName $s.poll.clientCaKey)) }}
+{{- fail "settings.poll.bindNames binds names to client certificates: set settings.poll.tlsSecretName and settings.poll.clientCaKey" }}
+{{- end }}
 {{- end }}
 {{- if and $s.targetParam (not .Values.targets) }}
 {{- fail "settings.targetParam is used with targets only: a single exporter gets every request with its query untouched" }}
