@@ -8,8 +8,13 @@
 //! `write` right after the request goes upstream). A tick that is always armed and always due
 //! within a second is earlier than any deadline over a second, which then joins the timer
 //! wheel without a wake. It costs one wake a second per worker thread.
+//!
+//! The tick also runs the thread's housekeeping, when the binary registers one
+//! ([`on_every_tick`]): the allocator returning memory the thread's heap no longer uses, which it
+//! otherwise does only when that thread next allocates, and an idle thread never does.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::{interval, MissedTickBehavior};
@@ -23,6 +28,15 @@ thread_local! {
     static STARTED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// What every tick runs on its thread, if set.
+static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
+
+/// Runs `housekeeping` on the worker thread of every tick, once a second. Set once, at start-up,
+/// by the binary (it knows its allocator); later calls are ignored.
+pub fn on_every_tick(housekeeping: fn()) {
+    let _ = HOUSEKEEPING.set(housekeeping);
+}
+
 /// Starts the tick on the calling thread's tokio runtime unless one was started from this
 /// thread already. Called for each new connection; after the first it is a thread-local read.
 pub fn ensure_started() {
@@ -34,6 +48,9 @@ pub fn ensure_started() {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if let Some(housekeeping) = HOUSEKEEPING.get() {
+                housekeeping();
+            }
         }
     });
 }
