@@ -576,3 +576,41 @@ fn prometheus_scrapes_a_polling_node_exporter_with_proxy_url() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[test]
+fn a_client_side_failure_reaches_prometheus_as_the_client_pushed_it() {
+    // The client cannot reach its exporter: it pushes `HTTP/0.0 500` with its error as a body
+    // that runs to the end of the push, which Prometheus gets whole, chunked.
+    let (tunnel, poll) = reverse_tunnel(&[]);
+    let _client = PushProxClient::start(Options::new("node-a", poll));
+    wait_registered(poll, &["node-a"]);
+    let closed = free_port();
+    let answer = scrape(
+        &tunnel,
+        &format!("node-a:{closed}"),
+        5.0,
+        Duration::from_secs(6),
+    );
+    assert_eq!(
+        raw_status(&answer),
+        Some(500),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{text}"
+    );
+    assert!(text.contains("failed to scrape http://node-a:"), "{text}");
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value(
+            "proxy_response_status_total",
+            &[("target", "node-a"), ("status", "500")]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("proxy_upstream_up", &[("target", "node-a")]), 0.0);
+}
