@@ -1,9 +1,13 @@
 //! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, and
-//! `/targets` (Prometheus http_sd JSON of every target).
+//! `/targets` (Prometheus http_sd JSON of every target), and `/agents` in agent mode.
 //!
 //! Probes point here, never at the exporter: an exporter outage shows as `up == 0` for the
 //! exporter's job in Prometheus, it does not restart the tunnel.
 
+mod agents;
+
+use agents::AgentGroup;
+pub use agents::{AGENT_LABEL, REPLICA_LABEL};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -19,6 +23,8 @@ use pingora_core::protocols::http::ServerSession;
 use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 
+use crate::agent::directory::AgentDirectory;
+use crate::agent::peers::PeerDirectory;
 use crate::build_info;
 use crate::config::ListenConfig;
 use crate::reverse::registry::Registry;
@@ -42,6 +48,18 @@ pub struct AdminApp {
     fallback_host: String,
     /// The registered clients, in reverse mode.
     registry: Option<Arc<Registry>>,
+    /// The agents' names, in agent mode.
+    agents: Option<AgentListing>,
+}
+
+/// What `/targets` and `/agents` list in agent mode.
+pub struct AgentListing {
+    /// The agents connected to this replica.
+    pub directory: Arc<AgentDirectory>,
+    /// The other replicas' agents, when `PEERS` is set.
+    pub peers: Option<Arc<PeerDirectory>>,
+    /// This replica's id.
+    pub replica_id: String,
 }
 
 impl AdminApp {
@@ -51,6 +69,7 @@ impl AdminApp {
         targets: SharedTargets,
         listen: &ListenConfig,
         registry: Option<Arc<Registry>>,
+        agents: Option<AgentListing>,
     ) -> Self {
         let fallback_host = match listen.address {
             ip if ip.is_unspecified() => "localhost".to_string(),
@@ -64,6 +83,7 @@ impl AdminApp {
             proxy_tls: listen.tls.is_some(),
             fallback_host,
             registry,
+            agents,
         }
     }
 
@@ -79,7 +99,7 @@ impl AdminApp {
             .unwrap_or(&self.fallback_host);
         let address = format!("{host}:{}", self.proxy_port);
         let table = self.targets.load();
-        let source = self.registry.is_some().then_some("config");
+        let source = (self.registry.is_some() || self.agents.is_some()).then_some("config");
         // A single exporter is reached without a parameter: its own query is left alone.
         let param = match table.routing() {
             Routing::Single => None,
@@ -104,7 +124,8 @@ impl AdminApp {
             .as_ref()
             .map(|registry| registry.names())
             .unwrap_or_default();
-        let groups: Vec<SdGroup<'_>> = groups
+        let agent_groups = self.agent_groups(&address, table.routing());
+        let groups: Vec<Group<'_>> = groups
             .into_iter()
             .chain(registered.iter().map(|name| SdGroup {
                 targets: [&**name],
@@ -115,6 +136,8 @@ impl AdminApp {
                     source: Some("poll"),
                 },
             }))
+            .map(Group::Sd)
+            .chain(agent_groups.into_iter().map(Group::Agent))
             .collect();
         let mut body = Vec::with_capacity(64 + table.len() * (address.len() + 96));
         if let Err(e) = serde_json::to_writer(&mut body, &groups) {
@@ -126,6 +149,14 @@ impl AdminApp {
         }
         build(StatusCode::OK, "application/json", body, false)
     }
+}
+
+/// A group of `/targets`: a configured target or registered client, or an agent's name.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Group<'a> {
+    Sd(SdGroup<'a>),
+    Agent(AgentGroup),
 }
 
 /// One http_sd group: the tunnel's proxy address, and the target's parameters and labels.
@@ -196,6 +227,7 @@ impl ServeHttp for AdminApp {
             ),
             "/version" => version(),
             "/targets" => self.targets(req.headers.get(http::header::HOST)),
+            "/agents" => self.agents_page(),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found: this port serves /metrics, /healthz, /readyz, /version and /targets\n",

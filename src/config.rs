@@ -113,7 +113,8 @@ pub fn load(cli: &cli::Cli, env: &impl EnvSource) -> Result<LoadedConfig, Refuse
         .graceful_shutdown_timeout_seconds
         .get_or_insert(DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS);
 
-    let tunnel = merge(
+    let tunnel = merge_as(
+        cli.role(),
         FileLayer {
             values: file_values,
             targets: &specs,
@@ -136,8 +137,18 @@ pub struct FileLayer<'a> {
     pub path: Option<&'a Path>,
 }
 
-/// Merges the layers (later wins) and validates the result.
+/// Merges the layers (later wins) and validates the result, for the tunnel's role.
 pub fn merge(
+    file: FileLayer<'_>,
+    env: &impl EnvSource,
+    cli_values: Vec<RawValue>,
+) -> Result<TunnelConfig, Refused> {
+    merge_as(Role::Tunnel, file, env, cli_values)
+}
+
+/// Merges the layers (later wins) and validates the result for `role`.
+pub fn merge_as(
+    role: Role,
     file: FileLayer<'_>,
     env: &impl EnvSource,
     cli_values: Vec<RawValue>,
@@ -158,7 +169,7 @@ pub fn merge(
     for value in file_values.into_iter().chain(env_values).chain(cli_values) {
         chosen.insert(value.setting, value);
     }
-    validate::Validator::default().finish(&chosen, env, specs, path)
+    validate::Validator::default().finish(role, &chosen, env, specs, path)
 }
 
 #[cfg(test)]

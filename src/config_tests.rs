@@ -103,7 +103,7 @@ fn missing_exporter_is_refused() {
     let errors = lines(merge(FileLayer::default(), &HashMap::new(), vec![]).unwrap_err());
     assert_eq!(
         errors,
-        ["SERVER_IP is not set: expected the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, a list of exporters in tunnel.targets, or POLL_PORT for clients that poll"]
+        ["SERVER_IP is not set: expected the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, a list of exporters in tunnel.targets, or (on a tunnel) POLL_PORT for clients that poll or AGENT_PORT for agents"]
     );
 }
 

@@ -7,10 +7,13 @@
 //! 2. [`material`]: the files settings name (certificates, secrets), read and checked;
 //! 3. [`upstream`] (how an exporter is reached), [`targets`] (the table of exporters),
 //!    [`access`] and [`listener`] (the proxy port's connections);
-//! 4. [`reverse`] (reverse mode: the poll port, and scrapes of the names clients register);
+//! 4. [`reverse`] (reverse mode: the poll port, and scrapes of the names clients register) and
+//!    [`agent`] (agent mode, the tunnel's side: the agent port, the agents' names, the other
+//!    replicas);
 //! 5. [`proxy`] (the proxy port's requests) and [`admin`] (the metrics port), put together as
 //!    Pingora services by [`service`] and run by `src/main.rs`; [`reload`] swaps the target
-//!    table. [`metrics`], [`logging`], [`ip_range`] and [`build_info`] serve every layer.
+//!    table; [`agent_role`] is the other role of the binary, `prometheus-tunnel agent`.
+//!    [`metrics`], [`logging`], [`ip_range`] and [`build_info`] serve every layer.
 //!
 //! # The path of one scrape
 //! - **Enters**: Pingora's accept loop admits the connection (`listener/gate.rs`);
@@ -18,11 +21,13 @@
 //!   request to [`proxy::TunnelProxy`].
 //! - **Target chosen**: [`proxy::route`] picks it from the [`targets::TargetTable`] (the only
 //!   exporter, or by `?target=`), after the access rules ([`access`]); in reverse mode an
-//!   absolute-form request names a registered client instead (`proxy/registered.rs`).
+//!   absolute-form request names a registered client instead (`proxy/registered.rs`); a name
+//!   no configured target has may be an agent's (`proxy/agents.rs`).
 //! - **Forwarded**: `proxy/forward.rs` sends it on a kept-alive connection
 //!   (`upstream/idle.rs`) or a new one ([`upstream::Upstream::peer`], Pingora's connector,
 //!   `upstream/connect.rs` through a forward proxy), and streams the answer back; to a
-//!   registered client, [`reverse::scrape`] hands it to the client's poll and streams its push.
+//!   registered client, [`reverse::scrape`] hands it to the client's poll and streams its push;
+//!   to an agent, [`agent::relay`] opens a stream on the agent's connection.
 //! - **Counted**: [`proxy::TunnelProxy`]'s `record` step, once per request whatever its end, into
 //!   [`metrics::METRICS`] and the target's [`metrics::TargetMetrics`]; failures are named by
 //!   one table ([`proxy::Failure`], `proxy/outcome.rs`) that gives status, reason, metric and
@@ -34,6 +39,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod agent;
+pub mod agent_role;
 pub mod build_info;
 pub mod config;
 pub mod ip_range;

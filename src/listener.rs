@@ -20,7 +20,9 @@ pub mod capacity;
 pub mod client_stream;
 pub mod gate;
 pub mod header;
+pub mod headers;
 pub mod respond;
+pub mod scrape_client;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -12,7 +12,14 @@ use pingora_core::server::Server;
 use arc_swap::ArcSwap;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceHandle;
 use prometheus_tunnel::access::AccessControl;
+use prometheus_tunnel::admin::AgentListing;
+use prometheus_tunnel::agent::directory::AgentDirectory;
+use prometheus_tunnel::agent::peers::{PeerDirectory, PeerWatcher};
+use prometheus_tunnel::agent::port::{AgentPort, ReplicaCount};
+use prometheus_tunnel::agent::relay::AgentScrapes;
+use prometheus_tunnel::config::AgentPortConfig;
 use prometheus_tunnel::config::{cli::Cli, LoadedConfig, PollConfig, ProcessEnv, TunnelConfig};
 use prometheus_tunnel::listener::capacity::Capacity;
 use prometheus_tunnel::listener::ProxyPort;
@@ -25,7 +32,7 @@ use prometheus_tunnel::reverse::scrape::ReverseScrapes;
 use prometheus_tunnel::reverse::Sweeper;
 use prometheus_tunnel::targets::{SharedTargets, TargetTable};
 use prometheus_tunnel::upstream::idle;
-use prometheus_tunnel::{build_info, logging, metrics, service};
+use prometheus_tunnel::{agent_role, build_info, logging, metrics, service};
 
 /// mimalloc instead of glibc malloc: Pingora allocates per-request buffers that glibc serves
 /// with page faults; benches/README.md has the measured difference.
@@ -68,6 +75,12 @@ fn main() -> ExitCode {
         if let Some(poll) = &tunnel.poll {
             addrs.push(SocketAddr::new(tunnel.listen.address, poll.port.get()));
         }
+        if let Some(agent) = &tunnel.agent_port {
+            addrs.push(SocketAddr::new(tunnel.listen.address, agent.port.get()));
+        }
+        if tunnel.agent_role.is_some() {
+            addrs.clear();
+        }
         for addr in addrs {
             if let Err(e) = TcpListener::bind(addr) {
                 eprintln!("prometheus-tunnel: cannot listen on {addr}: {e}: expected a free port and an address of this machine");
@@ -84,6 +97,8 @@ fn main() -> ExitCode {
         exporters,
         port,
         poll_tls,
+        agent_tls,
+        tunnel: tunnel_certs,
     } = material;
     let table = match TargetTable::build(&tunnel, exporters) {
         Ok(table) => table,
@@ -100,6 +115,15 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, server);
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
+    if let (Some(role), Some(certs)) = (&tunnel.agent_role, tunnel_certs) {
+        let started = agent_role::start(&mut server, &tunnel, role, certs, targets, conf_path);
+        if let Err((code, e)) = started {
+            eprintln!("prometheus-tunnel: {e}");
+            return ExitCode::from(code);
+        }
+        drop(tunnel);
+        server.run_forever()
+    }
 
     let mut ports = Vec::new();
     let reverse = match &tunnel.poll {
@@ -128,6 +152,19 @@ fn main() -> ExitCode {
         None => None,
     };
     let registry = reverse.as_ref().map(|r| Arc::clone(&r.registry));
+    let (agent_scrapes, agent_listing) = match (&tunnel.agent_port, agent_tls) {
+        (Some(agent), Some(tls)) => match agent_mode(&mut server, &tunnel, agent, &tls, &targets) {
+            Ok((scrapes, listing, port)) => {
+                ports.push(port);
+                (Some(scrapes), Some(listing))
+            }
+            Err(e) => {
+                eprintln!("prometheus-tunnel: cannot build the agent port: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => (None, None),
+    };
     let proxy = match service::proxy_service(
         &server_conf,
         &tunnel,
@@ -135,6 +172,7 @@ fn main() -> ExitCode {
         &targets,
         max_connections,
         reverse,
+        agent_scrapes,
     ) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -142,7 +180,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let admin = service::admin_service(&tunnel, &targets, registry);
+    let admin = service::admin_service(&tunnel, &targets, registry, agent_listing);
     ports.push(server.add_service(proxy));
     let admin_handle = server.add_service(admin);
     // /readyz answers only once the proxy port (and the poll port) are up.
@@ -207,6 +245,57 @@ fn reverse_mode(
     Ok((scrapes, service, Sweeper::new(registry)))
 }
 
+/// Agent mode's pieces, tunnel side: the agent port's service (added to `server`), the
+/// directory of agents the proxy port and `/targets` read, and the other replicas' watcher.
+fn agent_mode(
+    server: &mut Server,
+    tunnel: &TunnelConfig,
+    agent: &AgentPortConfig,
+    tls: &ListenerTls,
+    targets: &SharedTargets,
+) -> pingora_error::Result<(AgentScrapes, AgentListing, ServiceHandle)> {
+    let metrics = metrics::agent_metrics();
+    let directory = Arc::new(AgentDirectory::new(
+        agent.max_agents,
+        agent.max_streams,
+        Arc::clone(targets),
+        metrics,
+    ));
+    let replicas = ReplicaCount::one();
+    let peers = agent.peers.as_ref().map(|peers| {
+        Arc::new(PeerDirectory::new(
+            peers.clone(),
+            &agent.replica_id,
+            Arc::clone(&replicas),
+        ))
+    });
+    if let Some(peers) = &peers {
+        let watcher = PeerWatcher::new(Arc::clone(peers), Arc::clone(&directory));
+        server.add_service(background_service("peer watcher", watcher));
+    }
+    let handler = AgentPort::new(
+        Arc::clone(&directory),
+        &agent.replica_id,
+        replicas,
+        agent.max_streams,
+        metrics,
+    );
+    let addr = SocketAddr::new(tunnel.listen.address, agent.port.get());
+    let port = server.add_service(service::agent_service(handler, addr, tls)?);
+    let scrapes = AgentScrapes {
+        directory: Arc::clone(&directory),
+        peers: peers.clone(),
+        timeout: agent.scrape_timeout,
+        max_body: agent.max_body_size,
+    };
+    let listing = AgentListing {
+        directory,
+        peers,
+        replica_id: agent.replica_id.clone(),
+    };
+    Ok((scrapes, listing, port))
+}
+
 /// `MAX_CONNECTIONS`, or what this process's open-file limit and memory allow when it is
 /// unset; either way said in one line, with a warning when a set value exceeds the file limit.
 fn connection_limit(tunnel: &TunnelConfig) -> usize {
@@ -267,6 +356,19 @@ fn log_start(tunnel: &TunnelConfig) {
             tunnel.listen.address,
             poll.port,
             if poll.tls.is_some() { ", TLS" } else { "" }
+        ),
+        None => forwarding,
+    };
+    let forwarding = match &tunnel.agent_port {
+        Some(agent) => format!(
+            "{forwarding}, and to the agents that dial {}:{} (replica {}{})",
+            tunnel.listen.address,
+            agent.port,
+            agent.replica_id,
+            agent.peers.as_ref().map_or(String::new(), |p| format!(
+                ", {} PEERS entries",
+                p.entries.len()
+            ))
         ),
         None => forwarding,
     };

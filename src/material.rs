@@ -51,6 +51,10 @@ pub struct Material {
     pub port: PortMaterial,
     /// TLS on the poll port (reverse mode).
     pub poll_tls: Option<ListenerTls>,
+    /// TLS on the agent port (agent mode, tunnel side).
+    pub agent_tls: Option<ListenerTls>,
+    /// The certificates an agent dials the tunnel with (agent role).
+    pub tunnel: Option<ExporterMaterial>,
 }
 
 impl Material {
@@ -77,6 +81,14 @@ impl Material {
             .as_ref()
             .and_then(|poll| poll.tls.as_ref())
             .and_then(|tls| loader.listener_tls(tls));
+        let agent_tls = config
+            .agent_port
+            .as_ref()
+            .and_then(|agent| loader.listener_tls(&agent.tls));
+        let tunnel = config
+            .agent_role
+            .as_ref()
+            .map(|role| loader.exporter(&role.tunnel));
         if !loader.errors.is_empty() {
             return Err(loader.errors);
         }
@@ -87,6 +99,8 @@ impl Material {
                 client_auth,
             },
             poll_tls,
+            agent_tls,
+            tunnel,
         })
     }
 }

@@ -19,7 +19,11 @@ use prometheus::{
 
 use crate::build_info;
 
+#[macro_use]
+mod labels;
+mod agent;
 mod poll;
+pub use agent::{agent_metrics, AgentConnection, AgentMetrics};
 pub use poll::{poll_metrics, ClientDrop, PollMetrics, PollOutcome, PushOutcome};
 
 /// Why a request to the exporter failed, as the `kind` label of
@@ -55,6 +59,11 @@ impl UpstreamErrorKind {
         UpstreamErrorKind::Protocol,
         UpstreamErrorKind::Other,
     ];
+
+    /// The kind whose label value is `text`.
+    pub fn from_label(text: &str) -> Option<UpstreamErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
 
     /// The label value.
     pub fn as_str(self) -> &'static str {

@@ -36,6 +36,7 @@
 //! A request whose header could not be read or parsed is answered and counted by
 //! `TunnelProxy::refuse` (400, 408, 431; 499 when the client left mid-header).
 
+mod agents;
 mod finish;
 mod forward;
 mod outcome;
@@ -48,7 +49,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
 use pingora_core::protocols::http::v1::server::HttpSession;
@@ -56,21 +57,20 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-pub use forward::ScrapeDeadline;
+pub use forward::{Forwarder, ScrapeDeadline};
 pub use outcome::{Failure, CLIENT_CLOSED};
 
 use crate::access::{AccessControl, Verdict};
+use crate::agent::directory::Lookup;
+use crate::agent::relay::AgentScrapes;
 use crate::listener::respond::{refuse, respond};
 use crate::metrics::{TargetMetrics, METRICS};
 use crate::reverse::scrape::ReverseScrapes;
 use crate::reverse::wire;
 use crate::targets::{SharedTargets, Target};
-use forward::Forwarder;
 use route::Route;
 
-/// The header in which Prometheus sends its scrape timeout, in seconds.
-pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
-    HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+pub use crate::listener::headers::SCRAPE_TIMEOUT_HEADER;
 
 /// Forwards scrapes to the targets and records the tunnel's metrics.
 pub struct TunnelProxy {
@@ -83,6 +83,8 @@ pub struct TunnelProxy {
     unattributed: TargetMetrics,
     /// Scrapes of the names clients register, in reverse mode.
     reverse: Option<ReverseScrapes>,
+    /// Scrapes of the names agents serve, in agent mode.
+    agents: Option<AgentScrapes>,
 }
 
 /// Per-request state.
@@ -150,6 +152,7 @@ impl TunnelProxy {
         access: AccessControl,
         server_conf: &ServerConf,
         reverse: Option<ReverseScrapes>,
+        agents: Option<AgentScrapes>,
     ) -> Self {
         TunnelProxy {
             targets,
@@ -157,6 +160,7 @@ impl TunnelProxy {
             forwarder: Forwarder::new(server_conf),
             unattributed: TargetMetrics::new(""),
             reverse,
+            agents,
         }
     }
 
@@ -211,24 +215,36 @@ impl TunnelProxy {
             .await;
         }
         let table = self.targets.load();
-        if let Some(reverse) = &self.reverse {
-            // In reverse mode an absolute-form request names a registered client, or a
-            // configured target, by its host.
+        if self.reverse.is_some() || self.agents.is_some() {
+            // An absolute-form request (PushProx style) names a configured target, a name an
+            // agent serves or a registered client by its host.
             let authority = wire::absolute_authority(session.req_header().raw_path());
             if let Some(host) = authority.map(wire::authority_host) {
-                match table.get(host) {
-                    Some(target) => {
-                        ctx.deadline = deadline(session.req_header(), target.timeout);
-                        ctx.target = Some(Arc::clone(target));
-                    }
-                    None => {
-                        let host = host.to_string();
-                        drop(table);
-                        return self.scrape_registered(reverse, session, ctx, &host).await;
+                if let Some(target) = table.get(host) {
+                    ctx.deadline = deadline(session.req_header(), target.timeout);
+                    ctx.target = Some(Arc::clone(target));
+                    drop(table);
+                    return self.forward(session, ctx).await;
+                }
+                let host = host.to_string();
+                drop(table);
+                if let Some(agents) = &self.agents {
+                    let served = !matches!(agents.directory.lookup(&host), Lookup::Unknown)
+                        || agents
+                            .peers
+                            .as_ref()
+                            .is_some_and(|p| p.route(&host).is_some());
+                    if served || self.reverse.is_none() {
+                        return self.scrape_agent(agents, session, ctx, &host, None).await;
                     }
                 }
-                drop(table);
-                return self.forward(session, ctx).await;
+                return match &self.reverse {
+                    Some(reverse) => self.scrape_registered(reverse, session, ctx, &host).await,
+                    None => Err(Error::explain(
+                        ErrorType::InternalError,
+                        "neither reverse nor agent mode for an absolute-form request",
+                    )),
+                };
             }
         }
         match route::route(&table, &session.req_header().uri) {
@@ -237,7 +253,17 @@ impl TunnelProxy {
                 ctx.target = Some(target);
                 ctx.forwarded_path = path;
             }
-            Route::Unknown => {
+            Route::Unknown(name, path) if self.agents.is_some() => {
+                drop(table);
+                let agents = self
+                    .agents
+                    .as_ref()
+                    .ok_or_else(|| Error::explain(ErrorType::InternalError, "agent mode is off"))?;
+                return self
+                    .scrape_agent(agents, session, ctx, &name, Some(&path))
+                    .await;
+            }
+            Route::Unknown(..) | Route::Nowhere => {
                 debug!("refused {}: no such target", session.req_header().uri);
                 return refuse(
                     session,

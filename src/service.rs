@@ -13,7 +13,9 @@ use pingora_core::services::listening::Service;
 use pingora_error::Result;
 
 use crate::access::AccessControl;
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, AgentListing};
+use crate::agent::port::AgentPort;
+use crate::agent::relay::AgentScrapes;
 use crate::config::{ClientLimits, TunnelConfig};
 use crate::listener::{ProxyPort, RequestHandler};
 use crate::material::tls::ListenerTls;
@@ -35,9 +37,10 @@ pub fn proxy_service(
     targets: &SharedTargets,
     max_connections: usize,
     reverse: Option<ReverseScrapes>,
+    agents: Option<AgentScrapes>,
 ) -> Result<Service<ProxyPort<TunnelProxy>>> {
     let access = AccessControl::new(&config.access, material.client_auth);
-    let proxy = TunnelProxy::new(Arc::clone(targets), access, server_conf, reverse);
+    let proxy = TunnelProxy::new(Arc::clone(targets), access, server_conf, reverse, agents);
     let tls = material.listener_tls.as_ref().map(acceptor).transpose()?;
     Ok(port_service(
         "proxy",
@@ -112,9 +115,27 @@ pub fn admin_service(
     config: &TunnelConfig,
     targets: &SharedTargets,
     registry: Option<Arc<Registry>>,
+    agents: Option<AgentListing>,
 ) -> Service<AdminApp> {
-    let app = AdminApp::new(Arc::clone(targets), &config.listen, registry);
+    let app = AdminApp::new(Arc::clone(targets), &config.listen, registry, agents);
     let mut service = Service::new("admin".to_string(), app);
     service.add_tcp(&config.listen.metrics_addr().to_string());
     service
+}
+
+/// The agent port's service (agent mode): TLS with client certificates required, done by
+/// Pingora's listener, then HTTP/2 with the tunnel as the client (`agent/port.rs`).
+pub fn agent_service(
+    handler: AgentPort,
+    addr: SocketAddr,
+    tls: &ListenerTls,
+) -> Result<Service<AgentPort>> {
+    let mut settings = TlsSettings::intermediate(&tls.cert_file, &tls.key_file)?;
+    settings.set_alpn(ALPN::H2);
+    if let Some(verifier) = &tls.client_verifier {
+        settings.set_client_cert_verifier(Arc::clone(verifier));
+    }
+    let mut service = Service::new("agent".to_string(), handler);
+    service.add_tls_with_settings(&addr.to_string(), None, settings);
+    Ok(service)
 }

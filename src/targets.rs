@@ -116,7 +116,8 @@ impl TargetTable {
             .default_target
             .as_deref()
             .and_then(|name| by_name.get(name).cloned());
-        let routing = if config.multi_target {
+        // Agents' names are routed by the parameter too.
+        let routing = if config.multi_target || config.agent_port.is_some() {
             Routing::ByParam(Arc::from(config.target_param.as_str()))
         } else {
             Routing::Single

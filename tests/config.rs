@@ -314,3 +314,74 @@ fn reverse_mode_settings_are_checked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn agent_mode_settings_are_checked_in_both_roles() {
+    let (lp, mp, ap) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
+    let ports = [("LISTEN_PORT", lp.as_str()), ("METRICS_PORT", mp.as_str())];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env: Vec<(&str, &str)> = ports.to_vec();
+        env.extend_from_slice(extra);
+        env
+    };
+    // The tunnel: an agent port needs mutual TLS, its own port, and agent settings need it.
+    refused(
+        &[
+            ("AGENT_PORT", ap.as_str()),
+            ("LISTEN_PORT", lp.as_str()),
+            ("METRICS_PORT", mp.as_str()),
+        ],
+        &[],
+        "expected AGENT_TLS_CERT_FILE, AGENT_TLS_KEY_FILE and AGENT_TLS_CLIENT_CA_FILE with it",
+    );
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("AGENT_MAX_STREAMS", "5")]),
+        &[],
+        "AGENT_MAX_STREAMS=\"5\": expected AGENT_PORT with it",
+    );
+    refused(
+        &[
+            ("AGENT_PORT", lp.as_str()),
+            ("LISTEN_PORT", lp.as_str()),
+            ("METRICS_PORT", mp.as_str()),
+        ],
+        &[],
+        "expected a port other than LISTEN_PORT",
+    );
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("TUNNEL_ADDRESS", "tunnel:9443")]),
+        &[],
+        "TUNNEL_ADDRESS=\"tunnel:9443\": expected `prometheus-tunnel agent` with it",
+    );
+    refused(
+        &with(&[("AGENT_PORT", "9999"), ("PEERS", "x")]),
+        &[],
+        "PEERS=\"x\": expected HOST:PORT entries",
+    );
+    // The agent: it must know where the tunnel is and who it is, and listens on nothing.
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1")]),
+        &["agent"],
+        "TUNNEL_ADDRESS is not set",
+    );
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("TUNNEL_ADDRESS", "tunnel:9443")]),
+        &["agent"],
+        "TUNNEL_CLIENT_CERT_FILE is not set",
+    );
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("TUNNEL_ADDRESS", "tunnel")]),
+        &["agent"],
+        "TUNNEL_ADDRESS=\"tunnel\": expected HOST:PORT",
+    );
+    refused(
+        &with(&[("SERVER_IP", "10.0.0.1"), ("POLL_PORT", "9999")]),
+        &["agent"],
+        "POLL_PORT=\"9999\": expected the tunnel's role",
+    );
+    refused(&with(&[]), &["agent"], "SERVER_IP is not set");
+}

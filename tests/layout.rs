@@ -52,8 +52,18 @@ fn uses_of(files: &[PathBuf], modules: &[&str]) -> Vec<String> {
     found
 }
 
-const RUNTIME: [&str; 9] = [
-    "upstream", "targets", "access", "listener", "proxy", "reverse", "admin", "service", "reload",
+const RUNTIME: [&str; 11] = [
+    "upstream",
+    "targets",
+    "access",
+    "listener",
+    "proxy",
+    "reverse",
+    "agent",
+    "agent_role",
+    "admin",
+    "service",
+    "reload",
 ];
 
 #[test]
@@ -85,7 +95,16 @@ fn reaching_exporters_imports_nothing_of_requests() {
     files.extend(module_files("access"));
     let found = uses_of(
         &files,
-        &["proxy", "reverse", "admin", "service", "reload", "listener"],
+        &[
+            "proxy",
+            "reverse",
+            "agent",
+            "agent_role",
+            "admin",
+            "service",
+            "reload",
+            "listener",
+        ],
     );
     assert!(
         found.is_empty(),
@@ -95,13 +114,17 @@ fn reaching_exporters_imports_nothing_of_requests() {
 }
 
 #[test]
-fn the_listener_and_reverse_mode_import_nothing_of_the_proxy() {
+fn the_listener_reverse_and_agent_mode_import_nothing_of_the_proxy() {
     let mut files = module_files("listener");
     files.extend(module_files("reverse"));
-    let found = uses_of(&files, &["proxy", "admin", "service", "reload"]);
+    files.extend(module_files("agent"));
+    let found = uses_of(
+        &files,
+        &["proxy", "admin", "service", "reload", "agent_role"],
+    );
     assert!(
         found.is_empty(),
-        "the listener or reverse mode imports the proxy:\n{}",
+        "the listener, reverse or agent mode imports the proxy:\n{}",
         found.join("\n")
     );
 }

@@ -553,28 +553,9 @@ fn prometheus_scrapes_a_polling_node_exporter_with_proxy_url() {
             tunnel.proxy_port
         ),
     );
-    let start = Instant::now();
-    loop {
-        let via = prom.scalar("up{job=\"via-tunnel\"}");
-        let direct = prom.scalar("up{job=\"direct\"}");
-        let series_via = prom.scalar("count({job=\"via-tunnel\",__name__=~\"node_.+\"})");
-        let series_direct = prom.scalar("count({job=\"direct\",__name__=~\"node_.+\"})");
-        if via == Some(1.0)
-            && direct == Some(1.0)
-            && series_via.is_some()
-            && series_via == series_direct
-        {
-            assert!(series_via >= Some(200.0), "{series_via:?} node_* series");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(45),
-            "up via the tunnel {via:?}, direct {direct:?}; series {series_via:?} vs {series_direct:?}\nprometheus:\n{}\ntunnel:\n{}",
-            prom.log(),
-            tunnel.log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    prom.wait_same_node_series("via-tunnel", "direct", Duration::from_secs(45), || {
+        tunnel.log()
+    });
 }
 
 #[test]

@@ -9,6 +9,7 @@ use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Parser};
 use pingora_core::server::configuration::Opt;
 
 use super::error::{Origin, RawValue};
+use super::model::Role;
 use super::setting::Setting;
 use crate::build_info;
 
@@ -20,6 +21,11 @@ use crate::build_info;
 #[derive(Debug, Parser)]
 #[command(name = "prometheus-tunnel", version = build_info::VERSION)]
 pub struct Cli {
+    /// `agent` to run as an agent beside the exporters, dialling the tunnel at
+    /// TUNNEL_ADDRESS; without it, the tunnel.
+    #[arg(value_enum)]
+    pub role: Option<RoleArg>,
+
     /// Pingora's server options.
     #[command(flatten)]
     pub pingora: Opt,
@@ -29,7 +35,22 @@ pub struct Cli {
     pub settings: SettingFlags,
 }
 
+/// The role named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Dial the tunnel and serve this host's exporters' scrapes over that connection.
+    Agent,
+}
+
 impl Cli {
+    /// The role the process runs in.
+    pub fn role(&self) -> Role {
+        match self.role {
+            Some(RoleArg::Agent) => Role::Agent,
+            None => Role::Tunnel,
+        }
+    }
+
     /// The settings given as flags, as raw values to be merged over the other layers.
     pub fn values(&self) -> Vec<RawValue> {
         self.settings.values.clone()

@@ -232,6 +232,61 @@ pub struct PollConfig {
     pub scrape_timeout: Duration,
 }
 
+/// Default `AGENT_MAX_AGENTS`.
+pub const DEFAULT_AGENT_MAX_AGENTS: usize = 1000;
+/// Default `AGENT_MAX_STREAMS`.
+pub const DEFAULT_AGENT_MAX_STREAMS: usize = 100;
+/// Default `AGENT_MAX_BODY_SIZE`.
+pub const DEFAULT_AGENT_MAX_BODY_SIZE: u64 = 64 << 20;
+
+/// Which role the process runs in: the tunnel Prometheus scrapes, or an agent beside the
+/// exporters that dials it (`prometheus-tunnel agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// The tunnel: listens for scrapes (and, in agent mode, for agents).
+    #[default]
+    Tunnel,
+    /// An agent: dials the tunnel and serves its exporters' scrapes over that connection.
+    Agent,
+}
+
+/// The replicas of a tunnel that serves agents (this one among them): `HOST:PORT` entries of
+/// their metrics ports, each a name that may resolve to several of them (a headless Service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    /// The entries, as `(host, metrics port)`.
+    pub entries: Vec<(String, NonZeroU16)>,
+}
+
+/// Agent mode, tunnel side: the port agents dial, and its rules.
+#[derive(Debug, Clone)]
+pub struct AgentPortConfig {
+    /// `AGENT_PORT`.
+    pub port: NonZeroU16,
+    /// Its certificate and the CAs of agents' certificates (mutual TLS is required).
+    pub tls: ListenerTlsFiles,
+    /// Agents connected at once.
+    pub max_agents: usize,
+    /// Scrapes in flight per agent.
+    pub max_streams: usize,
+    /// Largest scrape answer taken from an agent, in bytes.
+    pub max_body_size: u64,
+    /// This replica's id, told to agents.
+    pub replica_id: String,
+    /// The other replicas, if the tunnel runs as several.
+    pub peers: Option<Peers>,
+    /// `UPSTREAM_TIMEOUT`: the longest a scrape through an agent may take.
+    pub scrape_timeout: Duration,
+}
+
+/// Agent mode, agent side (`prometheus-tunnel agent`): how the tunnel is reached. It is dialled
+/// as an https exporter would be: the same TLS, the same forward proxies.
+#[derive(Debug, Clone)]
+pub struct AgentRoleConfig {
+    /// The tunnel's agent port, as an https "exporter" with the agent's client certificate.
+    pub tunnel: ExporterConfig,
+}
+
 /// The tunnel's validated settings.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
@@ -250,6 +305,10 @@ pub struct TunnelConfig {
     pub access: AccessConfig,
     /// Reverse mode, when `POLL_PORT` is set.
     pub poll: Option<PollConfig>,
+    /// Agent mode, when `AGENT_PORT` is set.
+    pub agent_port: Option<AgentPortConfig>,
+    /// How to reach the tunnel, in the agent role.
+    pub agent_role: Option<AgentRoleConfig>,
     /// Debug logging.
     pub debug: bool,
 }
@@ -258,7 +317,7 @@ impl TunnelConfig {
     /// Whether per-target metrics carry a `target` label: with several exporters, or with
     /// clients that register by name.
     pub fn labelled_metrics(&self) -> bool {
-        self.multi_target || self.poll.is_some()
+        self.multi_target || self.poll.is_some() || self.agent_port.is_some()
     }
 }
 

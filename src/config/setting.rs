@@ -157,6 +157,51 @@ settings! {
     /// Largest push accepted.
     PollMaxPushSize = "POLL_MAX_PUSH_SIZE", "BYTES", false, default "`64MiB`",
         "reverse mode: the largest push (a scrape's whole answer) accepted: bytes, or with `KiB`, `MiB`, `GiB`; a larger one is refused `413` and its scrape answered `502`";
+    /// Port agents dial: agent mode.
+    AgentPort = "AGENT_PORT", "PORT", false, default "off",
+        "agent mode: the port `prometheus-tunnel agent` dials (mutual TLS, HTTP/2); with it, `SERVER_IP` and `targets` may be left out";
+    /// Certificate of the agent port.
+    AgentTlsCertFile = "AGENT_TLS_CERT_FILE", "FILE", false, default "required with `AGENT_PORT`",
+        "agent mode: PEM certificate (chain) the agent port presents, with `AGENT_TLS_KEY_FILE`";
+    /// Key of the agent port's certificate.
+    AgentTlsKeyFile = "AGENT_TLS_KEY_FILE", "FILE", false, default "required with `AGENT_PORT`",
+        "agent mode: PEM private key of the agent port's certificate";
+    /// CAs of agents' client certificates.
+    AgentTlsClientCaFile = "AGENT_TLS_CLIENT_CA_FILE", "FILE", false, default "required with `AGENT_PORT`",
+        "agent mode: PEM CAs that sign agents' client certificates; an agent's name is its certificate's subject CN";
+    /// Most agents connected at once.
+    AgentMaxAgents = "AGENT_MAX_AGENTS", "COUNT", false, default "`1000`",
+        "agent mode: agents connected at once; one more is refused at its handshake";
+    /// Most scrapes in flight on one agent.
+    AgentMaxStreams = "AGENT_MAX_STREAMS", "COUNT", false, default "`100`",
+        "agent mode: scrapes in flight on one agent's connection (HTTP/2 streams); more get `503`";
+    /// Largest answer from an agent.
+    AgentMaxBodySize = "AGENT_MAX_BODY_SIZE", "BYTES", false, default "`64MiB`",
+        "agent mode: the largest scrape answer taken from an agent; a larger one is cut and counted `502`";
+    /// This replica's id.
+    ReplicaId = "REPLICA_ID", "ID", false, default "`$HOSTNAME`, else a random id",
+        "agent mode: this replica's id, reported to agents so that each holds one connection to every replica";
+    /// The other replicas.
+    Peers = "PEERS", "HOST:PORT,...", false, default "none",
+        "agent mode: the metrics ports of every replica (this one too): a headless Service's `name:port`, or a list; a scrape for an agent another replica holds is forwarded there once, and `/targets` lists every replica's agents";
+    /// Agent role: the tunnel to dial.
+    TunnelAddress = "TUNNEL_ADDRESS", "HOST:PORT", false, default "required by `agent`",
+        "`prometheus-tunnel agent`: the tunnel's agent port to dial";
+    /// Agent role: CAs of the tunnel's certificate.
+    TunnelCaFile = "TUNNEL_CA_FILE", "FILE", false, default "system roots",
+        "`prometheus-tunnel agent`: PEM CAs that sign the agent port's certificate";
+    /// Agent role: the name the tunnel's certificate is verified against.
+    TunnelServerName = "TUNNEL_SERVER_NAME", "NAME", false, default "the host of `TUNNEL_ADDRESS`",
+        "`prometheus-tunnel agent`: name the agent port's certificate is verified against, sent as SNI";
+    /// Agent role: the agent's client certificate.
+    TunnelClientCertFile = "TUNNEL_CLIENT_CERT_FILE", "FILE", false, default "required by `agent`",
+        "`prometheus-tunnel agent`: PEM client certificate whose subject CN names the agent, with `TUNNEL_CLIENT_KEY_FILE`";
+    /// Agent role: the key of the client certificate.
+    TunnelClientKeyFile = "TUNNEL_CLIENT_KEY_FILE", "FILE", false, default "required by `agent`",
+        "`prometheus-tunnel agent`: PEM private key of the client certificate";
+    /// Agent role: the forward proxy to the tunnel.
+    TunnelProxy = "TUNNEL_PROXY", "URL", false, default "none",
+        "`prometheus-tunnel agent`: forward proxy on the way to the tunnel: `http://[user:pass@]host:port` (CONNECT), `socks5://...`, `socks5h://...`";
 }
 
 impl Setting {

@@ -7,6 +7,7 @@
 //! with) is not checked against a stand-in default: that would report problems the user does
 //! not have.
 
+mod agent;
 mod exporter;
 mod poll;
 
@@ -146,6 +147,7 @@ impl Validator {
     /// why not.
     pub(super) fn finish(
         mut self,
+        role: Role,
         chosen: &Chosen,
         env: &impl EnvSource,
         specs: &[TargetSpec],
@@ -189,11 +191,31 @@ impl Validator {
             .map(|t| t.unwrap_or(DEFAULT_IDLE_TIMEOUT));
         let max_connections = self.get(&top, Setting::MaxConnections, parse::connection_limit);
         let poll = self.poll(&top, proxy_port, metrics_port);
-        let reverse = matches!(poll, Ok(Some(_))) || top.is_set(Setting::PollPort);
+        let poll_port = poll
+            .as_ref()
+            .map(|p| p.as_ref().map(|p| p.port))
+            .map_err(|e| *e);
+        let agent_port = self.agent_port(
+            &top,
+            role,
+            env,
+            &[
+                ("LISTEN_PORT", proxy_port.map(Some)),
+                ("METRICS_PORT", metrics_port.map(Some)),
+                ("POLL_PORT", poll_port),
+            ],
+        );
+        let agent_role = self.agent_role(&top, role);
+        // Names register themselves (clients that poll, agents): no exporter need be configured.
+        let reverse = matches!(poll, Ok(Some(_)))
+            || top.is_set(Setting::PollPort)
+            || (role == Role::Tunnel && top.is_set(Setting::AgentPort));
 
         let targets = self.targets(chosen, env, specs, conf_file, proxy_port.ok(), reverse);
         let default_target = self.default_target(&top, &targets);
-        let target_param = if specs.is_empty() {
+        let target_param = if specs.is_empty()
+            && !(role == Role::Tunnel && top.is_set(Setting::AgentPort))
+        {
             self.refuse(
                 &top,
                 Setting::TargetParam,
@@ -227,6 +249,8 @@ impl Validator {
                     credentials: client_credentials?,
                 },
                 poll: poll?,
+                agent_port: agent_port?,
+                agent_role: agent_role?,
                 debug: debug?,
             })
         };
@@ -270,7 +294,7 @@ impl Validator {
         } else if specs.is_empty() && !reverse {
             self.record(ConfigError::other(
                 "SERVER_IP is not set",
-                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, a list of exporters in tunnel.targets, or POLL_PORT for clients that poll",
+                "the exporter's host in SERVER_IP, --server-ip or tunnel.server_ip, a list of exporters in tunnel.targets, or (on a tunnel) POLL_PORT for clients that poll or AGENT_PORT for agents",
             ));
         }
         let file = conf_file.unwrap_or(Path::new("the conf file"));

@@ -119,7 +119,7 @@ pub fn load_client(cert: &Path, key: &Path) -> Result<Arc<CertKey>, PairError> {
         .map_err(|e| {
             (
                 true,
-                format!("the private key of the certificate in TLS_CERT_FILE ({e})"),
+                format!("the private key of an X.509 v3 certificate in the certificate file named with it ({e})"),
             )
         })?;
     Ok(Arc::new(CertKey::new(certs, key_der)))

@@ -7,28 +7,6 @@ use prometheus::{register_int_counter_vec, register_int_gauge, IntCounter, IntGa
 
 use super::PortMetrics;
 
-/// Declares an enum of label values with its `ALL` list and `as_str`.
-macro_rules! label_values {
-    ($(#[$doc:meta])* $name:ident { $( $(#[$vdoc:meta])* $variant:ident = $text:literal, )+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name {
-            $( $(#[$vdoc])* $variant, )+
-        }
-
-        impl $name {
-            const ALL: &'static [$name] = &[ $( $name::$variant, )+ ];
-
-            /// The label value.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $( $name::$variant => $text, )+
-                }
-            }
-        }
-    };
-}
-
 label_values! {
     /// How a poll ended, as `proxy_polls_total{outcome}` counts it.
     PollOutcome {

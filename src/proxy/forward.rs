@@ -16,13 +16,12 @@ use http::{Method, Version};
 use log::debug;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-use crate::listener::client_gone;
+use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
 use crate::upstream::idle::IdleConnections;
 
@@ -112,7 +111,7 @@ impl Forwarder {
     /// kept as a copy.
     pub async fn forward(
         &self,
-        session: &mut HttpSession,
+        session: &mut impl ScrapeClient,
         peer: &HttpPeer,
         idle: &IdleConnections,
         deadline: ScrapeDeadline,
@@ -197,7 +196,7 @@ async fn request_and_answer(
 async fn exchange(
     exporter: &mut ExporterSession,
     reused: bool,
-    session: &mut HttpSession,
+    session: &mut impl ScrapeClient,
     request: Box<RequestHeader>,
     deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
@@ -212,7 +211,7 @@ async fn exchange(
             Ok(answered) => answered?,
             Err(_) => return Err(TryFailure::Fail(deadline.passed_before_answer())),
         },
-        gone = client_gone(session) => return Err(TryFailure::Fail(gone)),
+        gone = session.gone() => return Err(TryFailure::Fail(gone)),
     }
     let Some(header) = exporter.resp_header() else {
         return Err(TryFailure::Fail(
@@ -259,7 +258,7 @@ async fn exchange(
                 }
                 Err(e) => return Err(TryFailure::Fail(e.into_up())),
             },
-            gone = client_gone(session) => return Err(TryFailure::Fail(gone)),
+            gone = session.gone() => return Err(TryFailure::Fail(gone)),
         };
         METRICS.response_bytes.inc_by(chunk.len() as u64);
         session.set_write_timeout(Some(left));

@@ -3,6 +3,7 @@
 
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+use crate::agent::relay::FAILURES as AGENT_FAILURES;
 use crate::metrics::UpstreamErrorKind;
 use crate::reverse::scrape::FAILURES as REVERSE_FAILURES;
 use crate::upstream::DNS_ERROR;
@@ -36,8 +37,10 @@ impl Failure {
             };
         }
         if let Custom(name) = etype {
-            if let Some((reason, status, kind)) =
-                REVERSE_FAILURES.iter().find(|(reason, ..)| reason == name)
+            if let Some((reason, status, kind)) = REVERSE_FAILURES
+                .iter()
+                .chain(AGENT_FAILURES.iter())
+                .find(|(reason, ..)| reason == name)
             {
                 return Failure {
                     status: *status,

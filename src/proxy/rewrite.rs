@@ -5,27 +5,13 @@
 
 use std::time::Instant;
 
-use http::header::{AUTHORIZATION, CONNECTION, HOST};
-use http::{HeaderName, Version};
+use http::header::{AUTHORIZATION, HOST};
+use http::Version;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
+pub use crate::listener::headers::strip_hop_by_hop;
 use crate::targets::Target;
-
-/// Hop-by-hop headers that are not named in `Connection` (RFC 9110 7.6.1, and the ones
-/// pingora-proxy strips as well).
-const HOP_BY_HOP: [&str; 10] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "http2-settings",
-];
 
 /// The request for the exporter, built from the client's bodiless request `client` for the
 /// tunnel's own forwarding (see `forward.rs`): HTTP/1.1, so the connection can be pooled,
@@ -42,30 +28,6 @@ pub fn upstream_request(
     strip_hop_by_hop(&mut req);
     prepare_upstream_request(&mut req, target, forwarded_path, now, strip_client_auth)?;
     Ok(req)
-}
-
-/// Removes the headers meant for the tunnel's connection only: those `Connection` names, then
-/// the standard ones. An upgrade handshake (WebSocket, h2c) goes with them: an exporter is
-/// never upgraded.
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    // A scrape carries none: one pass over its few headers, not ten map lookups.
-    let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(&name.as_str());
-    if !req.headers.keys().any(hop_by_hop) {
-        return;
-    }
-    let named: Vec<HeaderName> = req
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-        .collect();
-    for name in &named {
-        req.remove_header(name);
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
-    }
 }
 
 /// Rewrites `req` for `target`. `forwarded_path` is the path and query without `target`, when

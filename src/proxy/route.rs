@@ -19,8 +19,11 @@ pub enum Route {
     /// Forward to this target; with `Some(path)` the request line is rewritten to `path` (the
     /// original path and query without the routing parameter).
     To(Arc<Target>, Option<String>),
-    /// The routing parameter names no target: 404.
-    Unknown,
+    /// The routing parameter names no configured target: the name, and the path to forward
+    /// (the request's without the routing parameter), for the names agents serve; else 404.
+    Unknown(String, String),
+    /// No such target, and no name to look for elsewhere: 404.
+    Nowhere,
     /// No routing parameter (named here) and no default target: 400.
     Missing(Arc<str>),
 }
@@ -48,16 +51,17 @@ pub fn route(table: &TargetTable, uri: &Uri) -> Route {
         // Fast path: no parameter to remove, so the request line is forwarded as it came.
         return to_default(table, Some(param));
     };
-    match table.get(&name) {
-        Some(target) => {
-            let mut path = uri.path().to_string();
-            if !kept.is_empty() {
-                path.push('?');
-                path.push_str(&kept.join("&"));
-            }
-            Route::To(Arc::clone(target), Some(path))
+    let path = || {
+        let mut path = uri.path().to_string();
+        if !kept.is_empty() {
+            path.push('?');
+            path.push_str(&kept.join("&"));
         }
-        None => Route::Unknown,
+        path
+    };
+    match table.get(&name) {
+        Some(target) => Route::To(Arc::clone(target), Some(path())),
+        None => Route::Unknown(name.into_owned(), path()),
     }
 }
 
@@ -67,7 +71,7 @@ fn to_default(table: &TargetTable, param: Option<&Arc<str>>) -> Route {
         (Some(t), _) => Route::To(Arc::clone(t), None),
         (None, Some(param)) => Route::Missing(Arc::clone(param)),
         // A single target is always the default; a table without one routes by a parameter.
-        (None, None) => Route::Unknown,
+        (None, None) => Route::Nowhere,
     }
 }
 

@@ -42,3 +42,10 @@ pub fn names_of(der: &[u8]) -> Vec<String> {
 pub fn carries(names: &[String], name: &str) -> bool {
     names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
+
+/// The first subject CN of the DER certificate `der`, as written.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}

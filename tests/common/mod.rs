@@ -5,6 +5,7 @@
 
 pub mod pki;
 pub mod prometheus;
+pub mod proxies;
 pub mod pushprox;
 pub mod upstream;
 

@@ -34,13 +34,20 @@ impl Pki {
     /// A client certificate signed by the client CA for `name` (subject CN and DNS SAN):
     /// the paths of its certificate and key.
     pub fn client_named(&self, name: &str) -> (String, String) {
+        self.client_signed(name, "client-ca")
+    }
+
+    /// A client certificate for `name` signed by the CA `ca` (`client-ca`, or `other-ca`
+    /// which no tunnel trusts for clients): the paths of its certificate and key.
+    pub fn client_signed(&self, name: &str, ca: &str) -> (String, String) {
         let run = |args: &[&str]| openssl(&self.dir, args);
         let (key, csr, crt, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
+            format!("{name}-{ca}.key"),
+            format!("{name}-{ca}.csr"),
+            format!("{name}-{ca}.crt"),
+            format!("{name}-{ca}.ext"),
         );
+        let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
         std::fs::write(
             self.dir.join(&ext),
             format!("subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"),
@@ -67,9 +74,9 @@ impl Pki {
             "-in",
             &csr,
             "-CA",
-            "client-ca.crt",
+            &ca_crt,
             "-CAkey",
-            "client-ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-out",
             &crt,

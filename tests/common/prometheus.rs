@@ -83,4 +83,40 @@ impl Prometheus {
             _ => None,
         }
     }
+
+    /// Waits until job `via` is up and has as many `node_*` series as job `direct` (at least
+    /// 200, a real node_exporter's), or panics after `limit` with `context()` (a log).
+    pub fn wait_same_node_series(
+        &self,
+        via: &str,
+        direct: &str,
+        limit: Duration,
+        context: impl Fn() -> String,
+    ) {
+        let start = Instant::now();
+        loop {
+            let up_via = self.scalar(&format!("up{{job=\"{via}\"}}"));
+            let up_direct = self.scalar(&format!("up{{job=\"{direct}\"}}"));
+            let series_via =
+                self.scalar(&format!("count({{job=\"{via}\",__name__=~\"node_.+\"}})"));
+            let series_direct = self.scalar(&format!(
+                "count({{job=\"{direct}\",__name__=~\"node_.+\"}})"
+            ));
+            if up_via == Some(1.0)
+                && up_direct == Some(1.0)
+                && series_via.is_some()
+                && series_via == series_direct
+            {
+                assert!(series_via >= Some(200.0), "{series_via:?} node_* series");
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "up {up_via:?} via {via}, {up_direct:?} direct; series {series_via:?} vs {series_direct:?}\nprometheus:\n{}\n{}",
+                self.log(),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }

@@ -121,7 +121,7 @@ impl Validator {
     }
 
     /// A certificate and key given by two settings, which go together or not at all.
-    fn certificate_pair(
+    pub(super) fn certificate_pair(
         &mut self,
         scope: &Scope<'_>,
         cert: Setting,

@@ -1,0 +1,49 @@
+//! Headers every side of a scrape deals with the same way, whichever port it came in on and
+//! wherever it goes: the hop-by-hop ones that stay behind, and Prometheus' scrape timeout.
+
+use http::header::CONNECTION;
+use http::HeaderName;
+use pingora_http::RequestHeader;
+
+/// The header in which Prometheus sends its scrape timeout, in seconds.
+pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
+    HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+
+/// Hop-by-hop headers that are not named in `Connection` (RFC 9110 7.6.1, and the ones
+/// pingora-proxy strips as well).
+const HOP_BY_HOP: [&str; 10] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Removes the headers meant for the tunnel's connection only: those `Connection` names, then
+/// the standard ones. An upgrade handshake (WebSocket, h2c) goes with them: an exporter is
+/// never upgraded.
+pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // A scrape carries none: one pass over its few headers, not ten map lookups.
+    let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(&name.as_str());
+    if !req.headers.keys().any(hop_by_hop) {
+        return;
+    }
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .collect();
+    for name in &named {
+        req.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+}

@@ -1,0 +1,94 @@
+//! Whoever waits for a scrape's answer: Prometheus on an HTTP/1 connection of the proxy port,
+//! or, in an agent, the tunnel on one HTTP/2 stream of the connection the agent dialled. The
+//! forwarding code (`proxy/forward.rs`) writes to either through this one trait, so the agent
+//! forwards to its exporters exactly as the tunnel does.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::v1::server::HttpSession as H1Session;
+use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// The side a scrape's answer is written to, and watched for going away.
+pub trait ScrapeClient: Send {
+    /// The request being answered.
+    fn req_header(&self) -> &RequestHeader;
+
+    /// Limits each write that follows.
+    fn set_write_timeout(&mut self, timeout: Option<Duration>);
+
+    /// Writes the answer's header.
+    fn write_response_header(
+        &mut self,
+        header: Box<ResponseHeader>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Writes a piece of the answer's body.
+    fn write_body(&mut self, piece: &[u8]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Ends the answer.
+    fn finish_body(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Resolves, with the reason, when the client goes away (closes, resets); pending while
+    /// it waits.
+    fn gone(&mut self) -> impl Future<Output = Box<Error>> + Send;
+}
+
+impl ScrapeClient for H1Session {
+    fn req_header(&self) -> &RequestHeader {
+        H1Session::req_header(self)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        H1Session::set_write_timeout(self, timeout);
+    }
+
+    async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
+        H1Session::write_response_header(self, header).await
+    }
+
+    async fn write_body(&mut self, piece: &[u8]) -> Result<()> {
+        H1Session::write_body(self, piece).await.map(drop)
+    }
+
+    async fn finish_body(&mut self) -> Result<()> {
+        H1Session::finish_body(self).await.map(drop)
+    }
+
+    async fn gone(&mut self) -> Box<Error> {
+        super::client_gone(self).await
+    }
+}
+
+impl ScrapeClient for H2Stream {
+    fn req_header(&self) -> &RequestHeader {
+        H2Stream::req_header(self)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        H2Stream::set_write_timeout(self, timeout);
+    }
+
+    async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
+        H2Stream::write_response_header(self, header, false)
+    }
+
+    async fn write_body(&mut self, piece: &[u8]) -> Result<()> {
+        // HTTP/2 frames own their bytes.
+        H2Stream::write_body(self, Bytes::copy_from_slice(piece), false).await
+    }
+
+    async fn finish_body(&mut self) -> Result<()> {
+        H2Stream::finish(self)
+    }
+
+    async fn gone(&mut self) -> Box<Error> {
+        match self.read_body_or_idle(true).await {
+            Err(e) => e.into_down(),
+            Ok(_) => std::future::pending().await,
+        }
+    }
+}

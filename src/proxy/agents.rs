@@ -1,0 +1,113 @@
+//! Steps 3 to 5 for a scrape of a name an agent serves: to the agent's connection when it is
+//! connected to this replica, else once to the replica that holds it, else `503` naming the
+//! agent (or `404` for a name no agent ever announced).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Version;
+use log::debug;
+use pingora_core::protocols::http::v1::server::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::Result;
+
+use super::{deadline, RequestCtx, TunnelProxy};
+use crate::agent::directory::Lookup;
+use crate::agent::relay::{self, AgentScrapes};
+use crate::agent::wire;
+use crate::config::error::shown;
+use crate::listener::respond::{refuse, respond};
+use crate::proxy::rewrite;
+
+impl TunnelProxy {
+    /// Scrapes `name` through its agent; `path` is the request line to send, when it differs
+    /// from the request's (the routing parameter removed).
+    pub(super) async fn scrape_agent(
+        &self,
+        agents: &AgentScrapes,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        name: &str,
+        path: Option<&str>,
+    ) -> Result<()> {
+        ctx.deadline = deadline(session.req_header(), agents.timeout);
+        let lookup = agents.directory.lookup(name);
+        let forwarded = session
+            .req_header()
+            .headers
+            .contains_key(&wire::FORWARDED_HEADER);
+        let disconnected = match lookup {
+            Lookup::Agent(route) => {
+                ctx.client_metrics = Some(Arc::clone(&route.metrics));
+                ctx.forwarded = true;
+                let strip = self.access.requires_credentials();
+                let limit = ctx.start + ctx.deadline;
+                return relay::relay(session, &route, name, path, limit, agents.max_body, strip)
+                    .await;
+            }
+            Lookup::Disconnected(agent, metrics) => Some((agent, metrics)),
+            Lookup::Unknown => None,
+        };
+        // Another replica may hold the agent: once, never again from there.
+        if let (Some(peers), false) = (&agents.peers, forwarded) {
+            if let Some(route) = peers.route(name) {
+                ctx.client_metrics = Some(Arc::clone(&route.metrics));
+                ctx.forwarded = true;
+                let mut peer = HttpPeer::new(route.proxy, false, String::new());
+                let remaining = ctx.scrape_deadline().remaining();
+                peer.options.connection_timeout = Some(remaining);
+                peer.options.total_connection_timeout = Some(remaining);
+                let own = peers.own_id().to_string();
+                return self
+                    .forwarder
+                    .forward(
+                        session,
+                        &peer,
+                        &peers.idle,
+                        ctx.scrape_deadline(),
+                        |client| {
+                            let mut req = Box::new(client.clone());
+                            req.set_version(Version::HTTP_11);
+                            rewrite::strip_hop_by_hop(&mut req);
+                            req.insert_header(wire::FORWARDED_HEADER, own.as_str())?;
+                            Ok(req)
+                        },
+                    )
+                    .await
+                    .map_err(|e| {
+                        e.more_context(format!("forwarded to replica {}", route.replica))
+                    });
+            }
+        }
+        match disconnected {
+            Some((agent, metrics)) => {
+                ctx.client_metrics = Some(metrics);
+                debug!(
+                    "refused a scrape of {}: agent {} is not connected",
+                    shown(name),
+                    shown(&agent)
+                );
+                let body = format!(
+                    "503 Service Unavailable: {} is served by agent {}, which is not connected\n",
+                    shown(name),
+                    shown(&agent)
+                );
+                session.set_server_keepalive(None);
+                respond(session, 503, Bytes::from(body), &[]).await
+            }
+            None => {
+                debug!(
+                    "refused a scrape of {}: no such target or agent",
+                    shown(name)
+                );
+                refuse(
+                    session,
+                    404,
+                    b"404 Not Found: no such target; /targets on the metrics port lists them\n",
+                    &[],
+                )
+                .await
+            }
+        }
+    }
+}
