@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
-"""Reverse mode against forward mode, side by side: the same page scraped through the tunnel
-from an exporter it dials (forward mode), and from an exporter whose client polls it (reverse
-mode, PushProx's protocol).
+"""The dial-out modes against forward mode, side by side: the same page scraped through the
+tunnel from an exporter it dials (forward mode), from an exporter whose agent dialled it
+(agent mode: one HTTP/2 connection, a stream per scrape), and from an exporter whose client
+polls it (reverse mode, PushProx's protocol).
 
-The exporter (nginx serving a captured node_exporter page) and, in reverse mode, its polling
+The exporter (nginx serving a captured node_exporter page, and a 5 MB page), its agent
+(`prometheus-tunnel agent`, mutual TLS with certificates made by openssl) and its polling
 client (examples/pushprox_client.rs, the tests' PushProx client) sit on another host: a
 network namespace behind a veth pair that benches/lab.py creates and removes. Prometheus' side
-is wrk on this host: requests/s at 32 connections and p50/p99 at 1, in alternating rounds,
-absolute-form requests (`GET http://node-a:PORT/metrics`, as Prometheus sends them with
-`proxy_url`) in reverse mode. Reverse mode costs a poll round trip and a push per scrape, and
-one client carries one poll at a time: the ratio says what that costs.
+is wrk on this host: requests/s at 32 connections (8 for the 5 MB page) and p50/p99 at 1, in
+rounds whose order of modes alternates; `?target=node-a` in agent mode, absolute-form requests
+(`GET http://node-a:PORT/metrics`, as Prometheus sends them with `proxy_url`) in reverse mode.
+Reverse mode costs a poll round trip and a push per scrape, and one client carries one poll at
+a time; agent mode costs TLS and HTTP/2 framing on the link and none of that.
 
 Usage: benches/reverse.sh [--rounds N] [--duration SECONDS] [--out DIR]
 Results: DIR/reverse.json and DIR/reverse.md.
 """
 
 import argparse
+import os
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,15 +31,91 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
-    ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, free_port, machine, machine_line, wait_port, wrk,
+    ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, cpu_seconds, family, free_port, machine, machine_line,
+    wait_port, wrk,
 )
 
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` and of its descendants onto `cpus`."""
+    for p in family(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpus)
+
 CLIENT = ROOT / "target" / "release" / "examples" / "pushprox_client"
+# (path, headers, connections for throughput)
 SCENARIOS = {
-    "59 KB page": [],
-    "59 KB page, gzip": ["Accept-Encoding: gzip"],
+    "59 KB page": ("metrics", [], 32),
+    "59 KB page, gzip": ("metrics", ["Accept-Encoding: gzip"], 32),
+    "5 MB page": ("big", [], 8),
 }
-MODES = ["forward", "reverse"]
+MODES = ["forward", "agent", "reverse"]
+
+
+def openssl(work: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+
+
+def make_certificates(work: Path, host_ip: str) -> None:
+    """A CA, the agent port's certificate (for `host_ip`) and the agent's (CN site-a)."""
+    openssl(work, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench CA")
+    for name, subject, ext in (
+        ("server", "/CN=tunnel", f"subjectAltName=IP:{host_ip},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("agent", "/CN=site-a", "extendedKeyUsage=clientAuth\n"),
+    ):
+        (work / f"{name}.ext").write_text(ext)
+        openssl(work, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
+        openssl(work, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+
+
+def start_agent_mode(lab: Lab, link: Link) -> int:
+    """The tunnel with an agent port on this host, and the agent dialling it from the
+    exporter's host; the tunnel's proxy port."""
+    work = lab.work / "pki"
+    work.mkdir()
+    tunnel_ip = "127.0.0.1" if link.kind == "loopback" else link.host_ip
+    make_certificates(work, tunnel_ip)
+    port, agent_port, metrics_port = free_port(), free_port(), free_port()
+    conf = lab.work / "agent-tunnel.yaml"
+    conf.write_text(TUNNEL_CONF)
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LISTEN_ADDRESS": "0.0.0.0",
+        "LISTEN_PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "AGENT_PORT": str(agent_port),
+        "AGENT_TLS_CERT_FILE": str(work / "server.crt"),
+        "AGENT_TLS_KEY_FILE": str(work / "server.key"),
+        "AGENT_TLS_CLIENT_CA_FILE": str(work / "ca.crt"),
+        "RUST_LOG": "warn",
+    }
+    lab._spawn("agent-tunnel", [str(TUNNEL), "-c", str(conf)], env=env)
+    wait_port(port)
+    agent_conf = lab.work / "agent.yaml"
+    agent_conf.write_text(
+        TUNNEL_CONF
+        + "tunnel:\n"
+        + f'  tunnel_address: "{tunnel_ip}:{agent_port}"\n'
+        + f"  tunnel_ca_file: {work / 'ca.crt'}\n"
+        + f"  tunnel_client_cert_file: {work / 'agent.crt'}\n"
+        + f"  tunnel_client_key_file: {work / 'agent.key'}\n"
+        + "  targets:\n"
+        + f"    - name: node-a\n      address: {link.upstream_host}:{lab.ports['upstream']}\n")
+    lab._spawn("agent", link.upstream_command(
+        [str(TUNNEL), "agent", "-c", str(agent_conf)]), env={"PATH": env["PATH"], "RUST_LOG": "warn"})
+    start = time.time()
+    while time.time() - start < 10:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/targets", timeout=1) as r:
+                if b"node-a" in r.read():
+                    return port
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the agent did not connect within 10 s")
 
 
 def start_reverse(lab: Lab, link: Link) -> tuple[int, int]:
@@ -76,11 +157,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     parser.add_argument("--link", choices=["veth", "loopback"], default="veth",
                         help="where the exporter and its client live (default: veth, another host)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let every process run on every CPU (by default, with 2 CPUs or "
+                             "more, the exporter's host gets CPU 1 and this host CPU 0, as two "
+                             "machines would)")
     args = parser.parse_args()
     for binary in (TUNNEL, CLIENT):
         if not binary.exists():
             sys.exit(f"{binary} is missing: run benches/reverse.sh, which builds it")
     meta = machine()
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
+    if pinned:
+        # Children inherit it: the tunnels and wrk, this host's side.
+        os.sched_setaffinity(0, {0})
     results: dict = {s: {m: [] for m in MODES} for s in SCENARIOS}
     with Link(args.link) as link, tempfile.TemporaryDirectory() as tmp:
         lab = Lab(Path(tmp), link)
@@ -88,30 +177,45 @@ def main() -> None:
             lab.start_upstream()
             lab.start_proxy("tunnel")
             reverse_port, _ = start_reverse(lab, link)
-            script = Path(tmp) / "absolute.lua"
+            agent_port = start_agent_mode(lab, link)
+            if pinned:
+                for name in ("upstream", "agent", "client"):
+                    pin(lab.children[name].pid, {1})
+            tunnels = {"forward": lab.children["tunnel"].pid,
+                       "agent": lab.children["agent-tunnel"].pid,
+                       "reverse": lab.children["reverse"].pid}
             # Host is the target's, as Prometheus sends it (Pingora refuses an absolute-form
             # request whose Host names another); the scenario's -H headers are kept.
             target = f"node-a:{lab.ports['upstream']}"
-            script.write_text(
-                "local headers = {}\n"
-                "init = function(args)\n"
-                "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
-                f'  headers["Host"] = "{target}"\n'
-                "end\n"
-                f'request = function() return wrk.format("GET", "http://{target}/metrics", headers) end\n')
+            scripts = {}
+            for path in {p for p, _, _ in SCENARIOS.values()}:
+                script = Path(tmp) / f"absolute-{path}.lua"
+                script.write_text(
+                    "local headers = {}\n"
+                    "init = function(args)\n"
+                    "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
+                    f'  headers["Host"] = "{target}"\n'
+                    "end\n"
+                    f'request = function() return wrk.format("GET", "http://{target}/{path}", headers) end\n')
+                scripts[path] = str(script)
             for r in range(args.rounds):
-                for scenario, headers in SCENARIOS.items():
+                for scenario, (path, headers, conns) in SCENARIOS.items():
                     order = MODES if r % 2 == 0 else list(reversed(MODES))
                     for mode in order:
+                        url, extra = path, {}
                         if mode == "forward":
-                            port, extra = lab.ports["tunnel"], {}
+                            port = lab.ports["tunnel"]
+                        elif mode == "agent":
+                            port, url = agent_port, f"{path}?target=node-a"
                         else:
-                            port, extra = reverse_port, {"script": str(script)}
-                        thr = wrk(port, "metrics", headers, 32, args.duration, **extra)
-                        lat = wrk(port, "metrics", headers, 1, args.duration, **extra)
+                            port, extra = reverse_port, {"script": scripts[path]}
+                        cpu = cpu_seconds(tunnels[mode])
+                        thr = wrk(port, url, headers, conns, args.duration, **extra)
+                        cpu_us = (cpu_seconds(tunnels[mode]) - cpu) / max(thr["requests"], 1) * 1e6
+                        lat = wrk(port, url, headers, 1, args.duration, **extra)
                         results[scenario][mode].append({
                             "rps": thr["rps"], "p50_us": lat["p50_us"], "p99_us": lat["p99_us"],
-                            "errors": thr["errors"] + lat["errors"],
+                            "tunnel_cpu_us": cpu_us, "errors": thr["errors"] + lat["errors"],
                         })
                         print(f"round {r + 1} {scenario} {mode}: {thr['rps']:.0f} req/s, "
                               f"p50 {lat['p50_us']:.0f} us, errors {thr['errors'] + lat['errors']}",
@@ -119,26 +223,29 @@ def main() -> None:
         finally:
             lab.stop()
     summary = {
-        s: {m: {k: statistics.median(x[k] for x in runs) for k in ("rps", "p50_us", "p99_us")}
+        s: {m: {k: statistics.median(x[k] for x in runs)
+                for k in ("rps", "p50_us", "p99_us", "tunnel_cpu_us")}
             | {"errors": sum(x["errors"] for x in runs)} for m, runs in modes.items()}
         for s, modes in results.items()
     }
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {machine_line(meta)}; exporter and client "
         f"{'behind a veth pair' if args.link == 'veth' else 'on loopback'}; {args.rounds} alternating rounds of {args.duration} s per figure, medians; "
-        "one tunnel thread.",
+        "one tunnel thread"
+        + ("; the exporter's host (nginx, agent, polling client) on CPU 1, this host (tunnels, wrk) on CPU 0." if pinned else "; no CPU pinning."),
         "",
-        "| page | mode | req/s at 32 conns | vs forward | p50 at 1 conn | vs forward | p99 at 1 conn | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| page | mode | req/s (32 conns; 8 for 5 MB) | vs forward | vs reverse | p50 at 1 conn | vs forward | p99 at 1 conn | tunnel CPU per scrape | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, modes in summary.items():
-        fwd = modes["forward"]
+        fwd, rev = modes["forward"], modes["reverse"]
         for mode in MODES:
             m = modes[mode]
             lines.append(
                 f"| {scenario} | {mode} | {m['rps']:,.0f} | {m['rps'] / fwd['rps']:.2f}x | "
+                f"{m['rps'] / rev['rps']:.1f}x | "
                 f"{m['p50_us']:.0f} us | {m['p50_us'] / fwd['p50_us']:.2f}x | {m['p99_us']:.0f} us | "
-                f"{m['errors']} |")
+                f"{m['tunnel_cpu_us']:.0f} us | {m['errors']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reverse.md").write_text("\n".join(lines) + "\n")
     (args.out / "reverse.json").write_text(json.dumps(

@@ -83,6 +83,17 @@ pub struct ProxyPort<H> {
     tls: Option<Acceptor>,
     /// The port's connection counters.
     metrics: &'static PortMetrics,
+    /// Another port of the same service and its handler (the agent port), if any.
+    side_door: Option<(u16, Arc<dyn SideDoor>)>,
+}
+
+/// The handler of a second port served by the proxy port's service, on its threads: agents'
+/// connections, whose HTTP/2 streams carry scrapes that arrive on the proxy port, so both
+/// ends of a scrape wake the same thread. Pingora's listener did its TLS handshake.
+#[async_trait]
+pub trait SideDoor: Send + Sync {
+    /// Serves one connection until it ends.
+    async fn enter(&self, stream: Stream, shutdown: ShutdownWatch);
 }
 
 impl<H: RequestHandler> ProxyPort<H> {
@@ -102,7 +113,14 @@ impl<H: RequestHandler> ProxyPort<H> {
             gate: ConnectionGate::new(max_connections, metrics),
             tls,
             metrics,
+            side_door: None,
         }
+    }
+
+    /// Hands connections accepted on local port `port` (another listener of this service) to
+    /// `door`. They are not the proxy port's: not counted against `MAX_CONNECTIONS`.
+    pub fn set_side_door(&mut self, port: u16, door: Arc<dyn SideDoor>) {
+        self.side_door = Some((port, door));
     }
 
     /// The admission of connections, to run in the listener's accept loop.
@@ -308,6 +326,21 @@ impl<H: RequestHandler> ServerApp for ProxyPort<H> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         crate::pacemaker::ensure_started();
+        if let Some((port, door)) = &self.side_door {
+            let local = stream
+                .get_socket_digest()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).map(|a| a.port()));
+            if local == Some(*port) {
+                // Counted at accept as the proxy port's; it is not.
+                match self.gate.claim() {
+                    Some(slot) => drop(slot),
+                    None => self.gate.refused(),
+                }
+                let (door, shutdown) = (Arc::clone(door), shutdown.clone());
+                tokio::spawn(async move { door.enter(stream, shutdown).await });
+                return None;
+            }
+        }
         // 1. The slot reserved at accept, or 503: a refused connection gets no task of its own.
         let Some(slot) = self.gate.claim() else {
             debug!(

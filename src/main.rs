@@ -12,7 +12,6 @@ use pingora_core::server::Server;
 use arc_swap::ArcSwap;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_core::services::ServiceHandle;
 use prometheus_tunnel::access::AccessControl;
 use prometheus_tunnel::admin::AgentListing;
 use prometheus_tunnel::agent::directory::AgentDirectory;
@@ -30,6 +29,7 @@ use prometheus_tunnel::reverse::poll_port::{PollPort, PortRules};
 use prometheus_tunnel::reverse::registry::{PollRules, Registry};
 use prometheus_tunnel::reverse::scrape::ReverseScrapes;
 use prometheus_tunnel::reverse::Sweeper;
+use prometheus_tunnel::service::AgentDoor;
 use prometheus_tunnel::targets::{SharedTargets, TargetTable};
 use prometheus_tunnel::upstream::idle;
 use prometheus_tunnel::{agent_role, build_info, logging, metrics, service};
@@ -152,17 +152,11 @@ fn main() -> ExitCode {
         None => None,
     };
     let registry = reverse.as_ref().map(|r| Arc::clone(&r.registry));
-    let (agent_scrapes, agent_listing) = match (&tunnel.agent_port, agent_tls) {
-        (Some(agent), Some(tls)) => match agent_mode(&mut server, &tunnel, agent, &tls, &targets) {
-            Ok((scrapes, listing, port)) => {
-                ports.push(port);
-                (Some(scrapes), Some(listing))
-            }
-            Err(e) => {
-                eprintln!("prometheus-tunnel: cannot build the agent port: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let (agents, agent_listing) = match (&tunnel.agent_port, agent_tls) {
+        (Some(agent), Some(tls)) => {
+            let (scrapes, door, listing) = agent_mode(&mut server, &tunnel, agent, tls, &targets);
+            (Some((scrapes, door)), Some(listing))
+        }
         _ => (None, None),
     };
     let proxy = match service::proxy_service(
@@ -172,7 +166,7 @@ fn main() -> ExitCode {
         &targets,
         max_connections,
         reverse,
-        agent_scrapes,
+        agents,
     ) {
         Ok(proxy) => proxy,
         Err(e) => {
@@ -245,15 +239,16 @@ fn reverse_mode(
     Ok((scrapes, service, Sweeper::new(registry)))
 }
 
-/// Agent mode's pieces, tunnel side: the agent port's service (added to `server`), the
-/// directory of agents the proxy port and `/targets` read, and the other replicas' watcher.
+/// Agent mode's pieces, tunnel side: the agent port (served by the proxy port's service), the
+/// directory of agents the proxy port and `/targets` read, and the other replicas' watcher
+/// (added to `server`).
 fn agent_mode(
     server: &mut Server,
     tunnel: &TunnelConfig,
     agent: &AgentPortConfig,
-    tls: &ListenerTls,
+    tls: ListenerTls,
     targets: &SharedTargets,
-) -> pingora_error::Result<(AgentScrapes, AgentListing, ServiceHandle)> {
+) -> (AgentScrapes, AgentDoor, AgentListing) {
     let metrics = metrics::agent_metrics();
     let directory = Arc::new(AgentDirectory::new(
         agent.max_agents,
@@ -280,8 +275,11 @@ fn agent_mode(
         agent.max_streams,
         metrics,
     );
-    let addr = SocketAddr::new(tunnel.listen.address, agent.port.get());
-    let port = server.add_service(service::agent_service(handler, addr, tls)?);
+    let door = AgentDoor {
+        addr: SocketAddr::new(tunnel.listen.address, agent.port.get()),
+        tls,
+        handler,
+    };
     let scrapes = AgentScrapes {
         directory: Arc::clone(&directory),
         peers: peers.clone(),
@@ -293,7 +291,7 @@ fn agent_mode(
         peers,
         replica_id: agent.replica_id.clone(),
     };
-    Ok((scrapes, listing, port))
+    (scrapes, door, listing)
 }
 
 /// `MAX_CONNECTIONS`, or what this process's open-file limit and memory allow when it is

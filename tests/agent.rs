@@ -724,15 +724,35 @@ fn an_agent_behind_one_service_holds_every_replica_and_survives_losing_one() {
         t.join().unwrap();
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0, "of 2,000 scrapes");
-    for r in &replicas {
-        assert!(
+    let served: Vec<f64> = replicas
+        .iter()
+        .map(|r| {
             r.metrics().value(
                 "proxy_response_status_total",
-                &[("target", "node-a"), ("status", "200")]
-            ) >= 600.0,
-            "a replica served fewer than its share"
-        );
-    }
+                &[("target", "node-a"), ("status", "200")],
+            )
+        })
+        .collect();
+    let dump: Vec<String> = replicas
+        .iter()
+        .map(|r| {
+            get(&format!("http://127.0.0.1:{}/metrics", r.metrics_port))
+                .body_string()
+                .lines()
+                .filter(|l| {
+                    l.contains("node-a")
+                        || l.starts_with("proxy_total")
+                        || l.starts_with("proxy_response_status_total")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect();
+    assert!(
+        served.iter().all(|n| *n >= 600.0),
+        "each replica should have served about a third of 2,000: {served:?}\n{}",
+        dump.join("\n----\n")
+    );
     // Every replica lists the name once, with the agent and where it was found.
     assert_eq!(listed(replicas[1].metrics_port), ["node-a"]);
 
@@ -883,4 +903,35 @@ fn an_exporter_failure_at_the_agent_is_answered_and_counted_as_the_tunnels_own()
         1.0
     );
     assert_eq!(m.value("proxy_upstream_up", &[("target", "down")]), 0.0);
+}
+
+#[test]
+fn a_client_that_hangs_up_after_the_whole_answer_is_counted_200() {
+    // It knows the length, reads that much and closes, maybe before the agent's stream has
+    // said it ended: that is a served scrape, not a client gone (499).
+    let Fixture {
+        dir: _dir,
+        pki: _pki,
+        exporter: _exporter,
+        tunnel,
+        agent_port: _,
+        agent: _agent,
+    } = Fixture::start(&["node-a"]);
+    let request = b"GET /metrics?target=node-a HTTP/1.1\r\nHost: t\r\n\r\n";
+    common::hang_up_in_parallel(tunnel.proxy_port, request, 4, 100);
+    let m = tunnel.metrics_after(400);
+    assert_eq!(
+        m.value(
+            "proxy_response_status_total",
+            &[("target", "node-a"), ("status", "200")]
+        ),
+        400.0
+    );
+    assert_eq!(
+        m.get(
+            "proxy_response_status_total",
+            &[("target", "node-a"), ("status", "499")]
+        ),
+        None
+    );
 }

@@ -595,3 +595,26 @@ fn a_client_side_failure_reaches_prometheus_as_the_client_pushed_it() {
     );
     assert_eq!(m.value("proxy_upstream_up", &[("target", "node-a")]), 0.0);
 }
+
+#[test]
+fn a_prometheus_that_hangs_up_after_the_whole_answer_is_counted_200() {
+    // It knows the length, reads that much and closes, maybe before the push's end is seen:
+    // that is a served scrape, not a client gone (499).
+    let exporter = Exporter::start(exporter_page(20_000));
+    let (tunnel, poll) = reverse_tunnel(&[]);
+    let _client = PushProxClient::start(Options::new("node-a", poll));
+    wait_registered(poll, &["node-a"]);
+    let target = format!("node-a:{}", exporter.port);
+    let request = format!(
+        "GET http://{target}/metrics HTTP/1.1\r\nHost: {target}\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n"
+    );
+    common::hang_up_in_parallel(tunnel.proxy_port, request.as_bytes(), 4, 50);
+    let m = tunnel.metrics_after(200);
+    assert_eq!(
+        m.value(
+            "proxy_response_status_total",
+            &[("target", "node-a"), ("status", "200")]
+        ),
+        200.0
+    );
+}

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use http::header::HOST;
 use log::{debug, info, warn};
-use pingora_core::apps::ServerApp;
 use pingora_core::connectors::http::v2::{handshake, ConnectionRef, H2HandshakeSettings};
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
@@ -22,6 +21,7 @@ use pingora_http::RequestHeader;
 use super::directory::{AgentDirectory, Refusal};
 use super::wire::{self, Announcement};
 use crate::config::error::shown;
+use crate::listener::SideDoor;
 use crate::metrics::{AgentConnection, AgentMetrics};
 use crate::reverse::identity;
 
@@ -160,12 +160,8 @@ fn agent_name(stream: &Stream) -> Option<String> {
 }
 
 #[async_trait]
-impl ServerApp for AgentPort {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+impl SideDoor for AgentPort {
+    async fn enter(&self, stream: Stream, shutdown: ShutdownWatch) {
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
@@ -173,7 +169,7 @@ impl ServerApp for AgentPort {
         let Some(name) = agent_name(&stream) else {
             warn!("agent connection from {peer} refused: its certificate has no subject CN to name it");
             self.metrics.connection(AgentConnection::Unnamed);
-            return None;
+            return;
         };
         let name: Arc<str> = Arc::from(name.as_str());
         let mut settings = H2HandshakeSettings::new();
@@ -189,7 +185,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::HandshakeFailed);
-                return None;
+                return;
             }
             Err(_) => {
                 warn!(
@@ -197,7 +193,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::HandshakeFailed);
-                return None;
+                return;
             }
         };
         let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.announcement(&conn, &name, None));
@@ -209,7 +205,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::DuplicateReplica);
-                return None;
+                return;
             }
             Ok(Err(e)) => {
                 warn!(
@@ -217,7 +213,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::BadAnnouncement);
-                return None;
+                return;
             }
             Err(_) => {
                 warn!(
@@ -225,7 +221,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::BadAnnouncement);
-                return None;
+                return;
             }
         };
         let link = match self.directory.connect(&name, conn.clone()) {
@@ -236,7 +232,7 @@ impl ServerApp for AgentPort {
                     shown(&name)
                 );
                 self.metrics.connection(AgentConnection::TooManyAgents);
-                return None;
+                return;
             }
         };
         self.metrics.connection(AgentConnection::Accepted);
@@ -248,7 +244,7 @@ impl ServerApp for AgentPort {
         );
         let mut generation = first.generation;
         self.directory.announce(&link, first.targets);
-        let mut shutdown = shutdown.clone();
+        let mut shutdown = shutdown;
         loop {
             if conn.is_closed() || conn.is_shutting_down() {
                 break;
@@ -285,6 +281,5 @@ impl ServerApp for AgentPort {
                 ""
             }
         );
-        None
     }
 }

@@ -138,6 +138,13 @@ pub async fn relay(
         return Err(agent_failure(kind, &route.link.name));
     }
     let mut header = Box::new(header.clone());
+    // With a known length the answer ends at its last byte: the client, which knows it too,
+    // may close before the stream's end arrives, and is not to be counted as gone (499).
+    let length = header
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     header.set_version(Version::HTTP_11);
     let bodiless =
         session.req_header().method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
@@ -150,7 +157,7 @@ pub async fn relay(
         .await
         .map_err(|e| e.into_down())?;
     let mut received: u64 = 0;
-    loop {
+    while !bodiless && length != Some(received) {
         let left = deadline.saturating_duration_since(Instant::now());
         let piece = tokio::select! {
             biased;

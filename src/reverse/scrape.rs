@@ -119,7 +119,10 @@ pub async fn relay(
         .write_response_header(Box::new(header))
         .await
         .map_err(|e| e.into_down())?;
-    loop {
+    // With a known length the answer ends at its last byte: the client, which knows it too,
+    // may close before the push's end is seen, and is not to be counted as gone (499).
+    let mut written: u64 = 0;
+    while !(bodiless || pushed.length == Some(written)) {
         let left = deadline.saturating_duration_since(Instant::now());
         let piece = tokio::select! {
             biased;
@@ -135,6 +138,7 @@ pub async fn relay(
             gone = client_gone(session) => return Err(gone),
         };
         METRICS.response_bytes.inc_by(piece.len() as u64);
+        written += piece.len() as u64;
         session.set_write_timeout(Some(left));
         session
             .write_body(&piece)

@@ -277,6 +277,15 @@ impl Tunnel {
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
+        // A tunnel that died during a test explains the test's failure: say how it ended.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            if !status.success() && status.code() != Some(2) {
+                eprintln!(
+                    "the tunnel had exited with {status}; its log:\n{}",
+                    self.log()
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -492,4 +501,57 @@ pub fn start_node_exporter() -> (Helper, u16) {
     );
     wait_for_port(port, Duration::from_secs(10));
     (helper, port)
+}
+
+/// Sends `request` on a new connection to `port`, reads the answer's header and exactly its
+/// `Content-Length` bytes of body, and hangs up at once, as a client that has all it asked for
+/// does; the status.
+pub fn fetch_and_hang_up(port: u16, request: &[u8]) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).expect("send");
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("a length");
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).expect("the whole body");
+    status
+}
+
+/// [`fetch_and_hang_up`] from `threads` threads, `each` times in each, all answered 200.
+pub fn hang_up_in_parallel(port: u16, request: &[u8], threads: usize, each: usize) {
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let request = request.to_vec();
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    assert_eq!(fetch_and_hang_up(port, &request), 200);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client thread");
+    }
 }
