@@ -184,6 +184,8 @@ def main() -> None:
             tunnels = {"forward": lab.children["tunnel"].pid,
                        "agent": lab.children["agent-tunnel"].pid,
                        "reverse": lab.children["reverse"].pid}
+            # What runs beside the exporter: nothing, the agent, the polling client.
+            beside = {"agent": lab.children["agent"].pid, "reverse": lab.children["client"].pid}
             # Host is the target's, as Prometheus sends it (Pingora refuses an absolute-form
             # request whose Host names another); the scenario's -H headers are kept.
             target = f"node-a:{lab.ports['upstream']}"
@@ -210,12 +212,17 @@ def main() -> None:
                         else:
                             port, extra = reverse_port, {"script": scripts[path]}
                         cpu = cpu_seconds(tunnels[mode])
+                        side = cpu_seconds(beside[mode]) if mode in beside else 0.0
                         thr = wrk(port, url, headers, conns, args.duration, **extra)
-                        cpu_us = (cpu_seconds(tunnels[mode]) - cpu) / max(thr["requests"], 1) * 1e6
+                        done = max(thr["requests"], 1)
+                        cpu_us = (cpu_seconds(tunnels[mode]) - cpu) / done * 1e6
+                        side_us = ((cpu_seconds(beside[mode]) - side) / done * 1e6
+                                   if mode in beside else 0.0)
                         lat = wrk(port, url, headers, 1, args.duration, **extra)
                         results[scenario][mode].append({
                             "rps": thr["rps"], "p50_us": lat["p50_us"], "p99_us": lat["p99_us"],
-                            "tunnel_cpu_us": cpu_us, "errors": thr["errors"] + lat["errors"],
+                            "tunnel_cpu_us": cpu_us, "beside_cpu_us": side_us,
+                            "errors": thr["errors"] + lat["errors"],
                         })
                         print(f"round {r + 1} {scenario} {mode}: {thr['rps']:.0f} req/s, "
                               f"p50 {lat['p50_us']:.0f} us, errors {thr['errors'] + lat['errors']}",
@@ -224,7 +231,7 @@ def main() -> None:
             lab.stop()
     summary = {
         s: {m: {k: statistics.median(x[k] for x in runs)
-                for k in ("rps", "p50_us", "p99_us", "tunnel_cpu_us")}
+                for k in ("rps", "p50_us", "p99_us", "tunnel_cpu_us", "beside_cpu_us")}
             | {"errors": sum(x["errors"] for x in runs)} for m, runs in modes.items()}
         for s, modes in results.items()
     }
@@ -234,8 +241,8 @@ def main() -> None:
         "one tunnel thread"
         + ("; the exporter's host (nginx, agent, polling client) on CPU 1, this host (tunnels, wrk) on CPU 0." if pinned else "; no CPU pinning."),
         "",
-        "| page | mode | req/s (32 conns; 8 for 5 MB) | vs forward | vs reverse | p50 at 1 conn | vs forward | p99 at 1 conn | tunnel CPU per scrape | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| page | mode | req/s (32 conns; 8 for 5 MB) | vs forward | vs reverse | p50 at 1 conn | vs forward | p99 at 1 conn | tunnel CPU per scrape | agent or client CPU per scrape | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, modes in summary.items():
         fwd, rev = modes["forward"], modes["reverse"]
@@ -245,7 +252,9 @@ def main() -> None:
                 f"| {scenario} | {mode} | {m['rps']:,.0f} | {m['rps'] / fwd['rps']:.2f}x | "
                 f"{m['rps'] / rev['rps']:.1f}x | "
                 f"{m['p50_us']:.0f} us | {m['p50_us'] / fwd['p50_us']:.2f}x | {m['p99_us']:.0f} us | "
-                f"{m['tunnel_cpu_us']:.0f} us | {m['errors']} |")
+                f"{m['tunnel_cpu_us']:.0f} us | "
+                + (f"{m['beside_cpu_us']:.0f} us" if mode != "forward" else "-")
+                + f" | {m['errors']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reverse.md").write_text("\n".join(lines) + "\n")
     (args.out / "reverse.json").write_text(json.dumps(

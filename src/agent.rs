@@ -11,6 +11,7 @@
 //!
 //! - `wire.rs`: what the two sides say (paths, headers, the announcement).
 //! - `directory.rs`: which agent serves which name (tunnel side).
+//! - `h2.rs`: HTTP/2 settings for a connection that lives for weeks (both ends).
 //! - `port.rs`: the agent port's connections (tunnel side).
 //! - `relay.rs`: a scrape through an agent (tunnel side).
 //! - `peers.rs`: the other replicas, and scrapes forwarded to them (tunnel side).
@@ -18,6 +19,7 @@
 //! The agent's side is [`crate::agent_role`].
 
 pub mod directory;
+pub mod h2;
 pub mod peers;
 pub mod port;
 pub mod relay;

@@ -935,3 +935,56 @@ fn a_client_that_hangs_up_after_the_whole_answer_is_counted_200() {
         None
     );
 }
+
+#[test]
+fn thousands_of_abandoned_scrapes_leave_the_agent_connected() {
+    // Each scrape hangs up after the status line, mid-body: its stream is reset while the
+    // agent's frames for it are still on the way. h2 holds that against a connection for its
+    // whole life (1,024 by default): past it, the agent's connection and every scrape on it
+    // went down.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let exporter = Exporter::start(exporter_page(2_000_000));
+    let (tunnel, agent_port) = agent_tunnel(&pki, &[]);
+    let agent = Agent::site_a(dir.path(), &pki, agent_port, &target("big", exporter.port));
+    wait_listed(
+        tunnel.metrics_port,
+        &["big"],
+        Duration::from_secs(10),
+        Some(&agent),
+    );
+    let port = tunnel.proxy_port;
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                for _ in 0..100 {
+                    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    s.write_all(b"GET /metrics?target=big HTTP/1.1\r\nHost: t\r\n\r\n")
+                        .unwrap();
+                    let mut head = [0u8; 12];
+                    let _ = s.read_exact(&mut head);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (status, body) = scrape(tunnel.proxy_port, "big");
+    assert_eq!(status, 200, "{}", agent.log());
+    assert_eq!(body.len(), 2_000_000);
+    let m = tunnel.metrics();
+    assert_eq!(
+        m.value("proxy_agent_disconnects_total", &[]),
+        0.0,
+        "the agent's connection went down:\n{}",
+        tunnel.log()
+    );
+    assert!(
+        m.value(
+            "proxy_response_status_total",
+            &[("target", "big"), ("status", "499")]
+        ) > 1000.0
+    );
+}

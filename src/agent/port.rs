@@ -12,13 +12,14 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use http::header::HOST;
 use log::{debug, info, warn};
-use pingora_core::connectors::http::v2::{handshake, ConnectionRef, H2HandshakeSettings};
+use pingora_core::connectors::http::v2::ConnectionRef;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use super::directory::{AgentDirectory, Refusal};
+use super::h2::client_handshake;
 use super::wire::{self, Announcement};
 use crate::config::error::shown;
 use crate::listener::SideDoor;
@@ -172,12 +173,9 @@ impl SideDoor for AgentPort {
             return;
         };
         let name: Arc<str> = Arc::from(name.as_str());
-        let mut settings = H2HandshakeSettings::new();
-        // One more for the announcement that is always open.
-        settings.max_streams = self.max_streams + 1;
-        settings.ping_interval = Some(PING_INTERVAL);
-        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, settings)).await
-        {
+        // One more stream for the announcement that is always open.
+        let handshake = client_handshake(stream, self.max_streams + 1, PING_INTERVAL);
+        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 warn!(

@@ -180,6 +180,12 @@ pub async fn relay(
             .await
             .map_err(|e| e.into_down())?;
     }
+    if !bodiless && length.is_some() {
+        // The last byte is in; the stream's end follows it. Waiting for it (no longer watching
+        // the client, which may leave now) closes the stream cleanly instead of resetting it.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left, stream.read_response_body()).await;
+    }
     session.finish_body().await.map_err(|e| e.into_down())?;
     Ok(())
 }

@@ -21,6 +21,9 @@ use crate::metrics::UpstreamErrorKind;
 use crate::proxy::{rewrite, Failure, Forwarder, ScrapeDeadline, SCRAPE_TIMEOUT_HEADER};
 use crate::targets::{SharedTargets, Target};
 
+/// Streams the agent serves at once, at most.
+const MAX_STREAMS: u32 = 1024;
+
 /// HTTP/2 pings from the agent: a dead connection is noticed within about twice this.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -93,7 +96,10 @@ impl AgentServer {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
-        let mut h2 = h2_server::handshake(stream, None).await?;
+        // The tunnel bounds the scrapes in flight (AGENT_MAX_STREAMS); this only bounds a
+        // tunnel gone wrong.
+        let options = crate::agent::h2::server_options(MAX_STREAMS);
+        let mut h2 = h2_server::handshake(stream, Some(options)).await?;
         // Pings of its own: a tunnel that vanished without a FIN is noticed.
         let pinger = h2.ping_pong().map(|mut ping_pong| async move {
             loop {
