@@ -280,9 +280,16 @@ fn agent_mode(
         tls,
         handler,
     };
+    // Forwarding speaks plain HTTP to the other replicas' proxy ports.
+    let forward_to = if tunnel.listen.tls.is_some() && peers.is_some() {
+        warn!("PEERS with TLS on the proxy port: scrapes are not forwarded between replicas; each is answered by the replica it reaches, which every agent dials");
+        None
+    } else {
+        peers.clone()
+    };
     let scrapes = AgentScrapes {
         directory: Arc::clone(&directory),
-        peers: peers.clone(),
+        peers: forward_to,
         timeout: agent.scrape_timeout,
         max_body: agent.max_body_size,
     };

@@ -988,3 +988,26 @@ fn thousands_of_abandoned_scrapes_leave_the_agent_connected() {
         ) > 1000.0
     );
 }
+
+#[test]
+fn the_example_agent_conf_checks_out() {
+    // Its certificate paths are a site's; the rest must hold as written.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let (cert, key) = pki.client_named("site-1");
+    let ca = pki.path("ca.crt");
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/agent.yaml");
+    let out = base_command()
+        .env("TUNNEL_CA_FILE", &ca)
+        .env("TUNNEL_CLIENT_CERT_FILE", &cert)
+        .env("TUNNEL_CLIENT_KEY_FILE", &key)
+        .args(["agent", "-t", "-c", conf])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

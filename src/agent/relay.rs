@@ -194,7 +194,8 @@ pub async fn relay(
 pub struct AgentScrapes {
     /// The agents connected to this replica.
     pub directory: std::sync::Arc<super::directory::AgentDirectory>,
-    /// The other replicas, when `PEERS` is set.
+    /// The other replicas a scrape for a name this one does not hold is forwarded to, when
+    /// `PEERS` is set (and the proxy port speaks plain HTTP, as forwarding does).
     pub peers: Option<std::sync::Arc<super::peers::PeerDirectory>>,
     /// `UPSTREAM_TIMEOUT`: the longest a scrape may take, whatever Prometheus allows.
     pub timeout: std::time::Duration,

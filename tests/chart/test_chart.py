@@ -83,6 +83,9 @@ def test_lint_without_an_exporter_fails():
         (settings(poll={"port": 8081, "maxPushSize": "lots"}), "maxPushSize"),
         (settings(poll={"port": 8081, "bindnames": True}), "bindnames"),
         ({**MINIMAL, "pollIngress": {"enabled": True, "hosts": []}}, "hosts"),
+        (settings(agent={"port": 9443, "maxStreams": 0}), "maxStreams"),
+        (settings(agent={"port": 9443, "tlsSecret": "x"}), "tlsSecret"),
+        ({**MINIMAL, "agentService": {"type": "Ingress"}}, "type"),
     ],
 )
 def test_schema_refuses_bad_values_and_unknown_keys_at_install(values, key):
@@ -108,6 +111,8 @@ def test_schema_refuses_bad_values_and_unknown_keys_at_install(values, key):
          "monitor.clientCertSecretName is required"),
         (settings(poll={"port": 8080}), "the poll port needs a port of its own"),
         (settings(poll={"port": 8081, "bindNames": True}), "binds names to client certificates"),
+        (settings(agent={"port": 9443}), "agents are told apart by their client certificates"),
+        (settings(agent={"port": 8080, "tlsSecretName": "a"}), "the agent port needs a port of its own"),
     ],
 )
 def test_combinations_the_tunnel_refuses_fail_at_install(values, words):
@@ -628,6 +633,41 @@ def test_reverse_mode_gets_its_port_service_ingress_and_scrape_config():
     assert (keep["action"], keep["sourceLabels"], keep["regex"]) == ("keep", ["__meta_prometheus_tunnel_source"], "poll")
     assert polled["relabelings"][2]["replacement"] == "${1}:9100"
     assert "server01-prometheus-tunnel" in scrapes, "the configured exporter keeps its ScrapeConfig"
+
+
+# === agent mode ===
+
+
+def test_agent_mode_gets_its_port_services_peers_and_scrape_config():
+    objects = render(ci_values(CHART / "ci" / "agent-values.yaml"), name="agents")
+    env = {e["name"]: e for e in container(objects)["env"]}
+    assert env["AGENT_PORT"]["value"] == "9443"
+    assert env["AGENT_TLS_CLIENT_CA_FILE"]["value"] == "/etc/prometheus-tunnel/agent-tls/agents-ca.crt"
+    assert env["REPLICA_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["PEERS"]["value"] == "agents-prometheus-tunnel-peers.monitoring.svc:9182"
+    assert "SERVER_IP" not in env
+    assert one(objects, "Deployment")["spec"]["replicas"] == 3
+    services = {o["metadata"]["name"]: o["spec"] for o in by_kind(objects, "Service")}
+    agent = services["agents-prometheus-tunnel-agent"]
+    assert agent["type"] == "LoadBalancer" and agent["ports"][0]["targetPort"] == "agent"
+    peers = services["agents-prometheus-tunnel-peers"]
+    # Every pod's own address, ready or not, for PEERS.
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    assert peers["ports"][0]["targetPort"] == "metrics"
+    policy = one(objects, "NetworkPolicy")["spec"]
+    rules = {r["ports"][0]["port"]: r for r in policy["ingress"]}
+    assert rules["agent"]["from"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    # The replicas ask each other's metrics port, past a restricted metricsFrom.
+    selector = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus-tunnel",
+                                                "app.kubernetes.io/instance": "agents"}}}
+    assert selector in rules["metrics"]["from"]
+    scrapes = {o["metadata"]["name"]: o["spec"] for o in by_kind(objects, "ScrapeConfig")}
+    assert list(scrapes) == ["agents-prometheus-tunnel-agents"]
+    agents = scrapes["agents-prometheus-tunnel-agents"]
+    assert agents["httpSDConfigs"][0]["url"] == "http://agents-prometheus-tunnel.monitoring.svc:9182/targets"
+    keep = agents["relabelings"][0]
+    assert (keep["action"], keep["sourceLabels"], keep["regex"]) == ("keep", ["__meta_prometheus_tunnel_source"], "agent")
+    assert "proxyUrl" not in agents
 
 
 def test_reverse_mode_alone_needs_no_exporter_and_scrapes_none():

@@ -8,6 +8,7 @@ No cluster runs here, so two things are mapped: every mount path to a directory 
 exporter's address to a real exporter on loopback. The Secrets' contents are the test's: the
 chart only names them."""
 
+import json
 import os
 import re
 import signal
@@ -46,6 +47,9 @@ def secrets_for(pki: Pki) -> dict[str, dict[str, bytes]]:
         "prometheus-scrape-client": client_pair,
         # The poll port's TLS (reverse mode), and the CA of the clients' certificates.
         "tunnel-poll-cert": tls_pair,
+        # The agent port's TLS (agent mode), and the CA of the agents' certificates.
+        "tunnel-agent-port": {"tls.crt": pki.read("server.crt"), "tls.key": pki.read("server.key"),
+                              "agents-ca.crt": pki.read("ca.crt")},
     }
 
 
@@ -67,6 +71,8 @@ def runnable(values: dict, exporters: dict[str, int]) -> dict:
         target["address"] = f"127.0.0.1:{exporter(scheme, bool(target.get('tls', {}).get('cert_file')))}"
     if settings.get("poll", {}).get("port"):
         settings["poll"]["port"] = free_port()
+    if settings.get("agent", {}).get("port"):
+        settings["agent"]["port"] = free_port()
     access = settings.get("access", {})
     if access.get("allowedCidrs"):
         # The scrape comes from loopback here, as it comes from Prometheus' pod there.
@@ -102,6 +108,10 @@ class Pod:
         for item in c["env"]:
             if "value" in item:
                 env[item["name"]] = self.local(item["value"])
+            elif "fieldRef" in item["valueFrom"]:
+                # The downward API: the pod's own name.
+                assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+                env[item["name"]] = "server01-prometheus-tunnel-7d9c5-x2vq4"
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = secrets[ref["name"]][ref["key"]].decode()
@@ -149,8 +159,10 @@ def curl(url: str, *args: str) -> tuple[int, str]:
 def scrape_as_prometheus(objects: list[dict], pod: Pod, secrets: dict, root: Path) -> list[tuple[int, str]]:
     """Each scrape the rendered ScrapeConfig makes, with its scheme, TLS and credentials, the
     Service's address mapped to the pod's proxy port."""
-    # The exporter's ScrapeConfig; a reverse-mode release has one more, for the clients that poll.
-    exporters = [o for o in by_kind(objects, "ScrapeConfig") if not o["metadata"]["name"].endswith("-polled")]
+    # The exporter's ScrapeConfig; a reverse-mode release has one more, for the clients that poll,
+    # and an agent-mode one for the agents' exporters.
+    exporters = [o for o in by_kind(objects, "ScrapeConfig")
+                 if not o["metadata"]["name"].endswith(("-polled", "-agents"))]
     assert len(exporters) == 1, f"{len(exporters)} ScrapeConfigs for the exporter"
     scrape = exporters[0]["spec"]
     args = []
@@ -192,6 +204,47 @@ def scrape_as_prometheus(objects: list[dict], pod: Pod, secrets: dict, root: Pat
     return answers
 
 
+def scrape_agents_as_prometheus(objects: list[dict], pod: Pod, lab: dict, root: Path) -> list[tuple[int, str]]:
+    """Agent mode: an agent (the same binary, `agent`, the test CA's client certificate) dials
+    the pod's agent port with the plain exporter; then each scrape the rendered agents'
+    ScrapeConfig makes from the groups of /targets it reads."""
+    pki = lab["pki"]
+    conf = root / "agent.yaml"
+    conf.write_text(
+        "tunnel:\n"
+        f"  tunnel_address: \"127.0.0.1:{pod.env['AGENT_PORT']}\"\n"
+        f"  tunnel_ca_file: {pki.path('ca.crt')}\n"
+        "  tunnel_server_name: localhost\n"
+        f"  tunnel_client_cert_file: {pki.path('client.crt')}\n"
+        f"  tunnel_client_key_file: {pki.path('client.key')}\n"
+        "  targets:\n"
+        f"    - name: site-node\n      address: 127.0.0.1:{lab['exporters']['http']}\n")
+    agent = subprocess.Popen([str(tunnel_binary()), "agent", "-c", str(conf)],
+                             env={"PATH": os.environ.get("PATH", "")},
+                             stdout=subprocess.DEVNULL, stderr=open(root / "agent.log", "w"))
+    try:
+        scrape = one([o for o in by_kind(objects, "ScrapeConfig") if o["metadata"]["name"].endswith("-agents")],
+                     "ScrapeConfig")["spec"]
+        sd_url = urllib.parse.urlparse(scrape["httpSDConfigs"][0]["url"])
+        keep = scrape["relabelings"][0]
+        start, groups = time.time(), []
+        while not groups and time.time() - start < 15:
+            status, body = curl(f"http://127.0.0.1:{pod.metrics_port}{sd_url.path}")
+            listed = json.loads(body) if status == 200 else []
+            groups = [g for g in listed if g["labels"].get(keep["sourceLabels"][0]) == keep["regex"]]
+            time.sleep(0.1)
+        assert groups, f"no agent's exporter on /targets:\n{(root / 'agent.log').read_text()}"
+        answers = []
+        for group in groups:
+            params = {k[len("__param_"):]: v for k, v in group["labels"].items() if k.startswith("__param_")}
+            url = f"http://127.0.0.1:{pod.proxy_port}{scrape['metricsPath']}?{urllib.parse.urlencode(params)}"
+            answers.append(curl(url))
+        return answers
+    finally:
+        agent.kill()
+        agent.wait()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
@@ -216,7 +269,11 @@ def test_the_pod_starts_and_serves_a_scrape(values_file, lab, tmp_path):
     pod = Pod(objects, secrets, tmp_path)
     try:
         pod.ready()
-        answers = scrape_as_prometheus(objects, pod, secrets, tmp_path)
+        agents_only = "AGENT_PORT" in pod.env and not values["settings"].get("serverIP") and not values.get("targets")
+        if agents_only:
+            answers = scrape_agents_as_prometheus(objects, pod, lab, tmp_path)
+        else:
+            answers = scrape_as_prometheus(objects, pod, secrets, tmp_path)
         assert answers, "the ScrapeConfig makes no scrape"
         for status, body in answers:
             assert (status, body) == (200, lab["page"]), f"{status} {body}\n{pod.log.read_text()}"

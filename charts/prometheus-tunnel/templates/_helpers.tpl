@@ -202,8 +202,16 @@ basicAuth:
 {{- if and $s.access.bearerTokenSecretName $s.access.basicAuthUsername }}
 {{- fail "settings.access: set either bearerTokenSecretName or basicAuthUsername, not both" }}
 {{- end }}
-{{- if and (not $s.serverIP) (not .Values.targets) (not $s.poll.port) }}
-{{- fail "settings.serverIP is required (the exporter's IP address or DNS name), unless targets lists exporters or settings.poll.port serves clients that poll" }}
+{{- if and (not $s.serverIP) (not .Values.targets) (not $s.poll.port) (not $s.agent.port) }}
+{{- fail "settings.serverIP is required (the exporter's IP address or DNS name), unless targets lists exporters, settings.poll.port serves clients that poll or settings.agent.port serves agents" }}
+{{- end }}
+{{- if $s.agent.port }}
+{{- if or (eq (toString $s.agent.port) (toString $s.listenPort)) (eq (toString $s.agent.port) (toString $s.metrics.port)) (eq (toString $s.agent.port) (toString $s.poll.port)) }}
+{{- fail (printf "settings.agent.port is %v, which the proxy, metrics or poll port has: the agent port needs a port of its own" $s.agent.port) }}
+{{- end }}
+{{- if not (and $s.agent.tlsSecretName $s.agent.clientCaKey) }}
+{{- fail "settings.agent.port needs settings.agent.tlsSecretName (the agent port's certificate and key, and clientCaKey, the CA of the agents' certificates): agents are told apart by their client certificates" }}
+{{- end }}
 {{- end }}
 {{- if $s.poll.port }}
 {{- if or (eq (toString $s.poll.port) (toString $s.listenPort)) (eq (toString $s.poll.port) (toString $s.metrics.port)) }}
@@ -213,7 +221,7 @@ basicAuth:
 {{- fail "settings.poll.bindNames binds names to client certificates: set settings.poll.tlsSecretName and settings.poll.clientCaKey" }}
 {{- end }}
 {{- end }}
-{{- if and $s.targetParam (not .Values.targets) }}
+{{- if and $s.targetParam (not .Values.targets) (not $s.agent.port) }}
 {{- fail "settings.targetParam is used with targets only: a single exporter gets every request with its query untouched" }}
 {{- end }}
 {{- $seen := dict }}
