@@ -5,12 +5,14 @@
 #   prometheus-node-exporter  the real exporter scraped through the tunnel
 #   prometheus-blackbox-exporter  the exporter that reads ?target= itself
 #   tinyproxy, microsocks     the real HTTP CONNECT and SOCKS5 proxies of the proxy tests
-#   openssl                   makes the certificates of the TLS tests
-#   curl                      the TLS client (with a client certificate) of the proxy-port TLS test
-#   haproxy                   the load balancer that cuts idle polls in the reverse-mode test
+#   openssl                   makes the certificates of the TLS tests (and the agent bench's)
+#   curl                      the TLS client of the proxy-port and agent-port TLS tests
+#   haproxy                   the load balancer that cuts idle polls in the reverse-mode test, and
+#                             the Service in front of three replicas in the agent-mode test
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
-# and for the benches (benches/run.sh, benches/instructions.sh):
+# and for the benches (benches/run.sh, benches/instructions.sh, benches/reverse.sh):
 #   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
+#   openssl                   the agent's certificates (benches/reverse.sh)
 #   valgrind                  callgrind, which counts instructions per scrape
 # and for scripts/run.sh's first run on a machine without an exporter (example):
 #   prometheus-node-exporter
@@ -25,7 +27,7 @@ want=(cmake)
 case "${1:-test}" in
   build) ;;
   test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl haproxy) ;;
-  bench) want+=(nginx haproxy wrk) ;;
+  bench) want+=(nginx haproxy wrk openssl) ;;
   callgrind) want+=(nginx valgrind) ;;
   example) want=(prometheus-node-exporter) ;;
   *)
