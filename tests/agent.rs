@@ -388,7 +388,8 @@ fn an_agent_that_goes_away_is_answered_503_at_once_and_comes_back() {
         "{body}"
     );
     assert!(started.elapsed() < Duration::from_secs(1));
-    let m = tunnel.metrics();
+    // Counted just after the answer went out: the 200 before, and this 503.
+    let m = tunnel.metrics_after(2);
     assert_eq!(m.value("proxy_agents_connected", &[]), 0.0);
     assert_eq!(m.value("proxy_agent_disconnects_total", &[]), 1.0);
     assert_eq!(
@@ -544,7 +545,7 @@ fn the_agent_limits_refuse_with_their_reasons() {
         .log_with("AGENT_MAX_BODY_SIZE")
         .contains("AGENT_MAX_BODY_SIZE"));
     assert_eq!(
-        tunnel.metrics().value(
+        tunnel.metrics_after(1).value(
             "proxy_upstream_errors_total",
             &[("target", "big"), ("kind", "other")]
         ),
@@ -871,7 +872,7 @@ fn an_exporter_failure_at_the_agent_is_answered_and_counted_as_the_tunnels_own()
     let pki = Pki::create(dir.path());
     let slow = Exporter::start(exporter_page(100));
     slow.set_delay(Duration::from_secs(5));
-    let closed = free_port();
+    let closed = common::closed_port();
     let (tunnel, agent_port) = agent_tunnel(&pki, &[]);
     let agent = Agent::site_a(
         dir.path(),

@@ -59,7 +59,7 @@ fn a_single_target_tunnel_passes_the_probe_query_untouched() {
         1,
         "the blackbox exporter probed the site"
     );
-    let down = format!("http://127.0.0.1:{}/", free_port());
+    let down = format!("http://127.0.0.1:{}/", common::closed_port());
     let probe = get(&tunnel.url(&format!("/probe?target={down}&module=http_2xx")));
     assert!(probe.body_string().contains("probe_success 0"));
 

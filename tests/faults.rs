@@ -170,7 +170,7 @@ fn slow_exporter_is_504_and_refused_is_502_each_logged_once() {
     let log = slow.log_with("Fail to proxy");
     assert_eq!(failure_lines(&log), 1, "{log}");
 
-    let refused = Tunnel::start(common::free_port(), &[]);
+    let refused = Tunnel::start(common::closed_port(), &[]);
     assert_eq!(request(&agent(), "GET", &refused.url("/"), &[]).status, 502);
     let log = refused.log_with("Fail to proxy");
     assert_eq!(failure_lines(&log), 1, "{log}");

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::upstream::Exporter;
-use common::{agent, exporter_page, free_port, get, raw_exchange, raw_status, request, Tunnel};
+use common::{agent, exporter_page, get, raw_exchange, raw_status, request, Tunnel};
 
 #[test]
 fn forwards_a_60k_page_byte_exact_with_path_query_and_host() {
@@ -161,7 +161,7 @@ fn counts_every_request_exactly_once_and_reuses_exporter_connections() {
 
 #[test]
 fn refused_exporter_is_502_and_counted() {
-    let closed_port = free_port();
+    let closed_port = common::closed_port();
     let tunnel = Tunnel::start(closed_port, &[]);
     let answer = get(&tunnel.url("/metrics"));
     assert_eq!(answer.status, 502);

@@ -374,7 +374,7 @@ fn names_that_do_not_resolve_are_502_counted_as_dns_and_named_in_the_log() {
         ),
     ];
     for (setting, logged) in cases {
-        let tunnel = Tunnel::start(free_port(), &[setting]);
+        let tunnel = Tunnel::start(common::closed_port(), &[setting]);
         assert_eq!(get(&tunnel.url("/metrics")).status, 502, "{setting:?}");
         let m = tunnel.metrics_after(1);
         assert_eq!(

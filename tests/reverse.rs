@@ -565,7 +565,7 @@ fn a_client_side_failure_reaches_prometheus_as_the_client_pushed_it() {
     let (tunnel, poll) = reverse_tunnel(&[]);
     let _client = PushProxClient::start(Options::new("node-a", poll));
     wait_registered(poll, &["node-a"]);
-    let closed = free_port();
+    let closed = common::closed_port();
     let answer = scrape(
         &tunnel,
         &format!("node-a:{closed}"),

@@ -48,6 +48,19 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A port on 127.0.0.1 where nothing listens, for an exporter that refuses. Not a port that
+/// was free a moment ago: a test running in parallel may listen there by the time it is used
+/// (a tunnel forwarding to another test's tunnel was seen doing that). Port 1 (tcpmux) is
+/// outside the range free ports come from; the check says so if something listens there.
+pub fn closed_port() -> u16 {
+    let port = 1;
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on 127.0.0.1:{port}; the tests need a port that refuses"
+    );
+    port
+}
+
 /// Waits until something accepts connections on `port`, or panics after `limit`.
 pub fn wait_for_port(port: u16, limit: Duration) {
     let start = Instant::now();
