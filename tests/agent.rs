@@ -572,7 +572,15 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(dir: &Path, pki: &Pki, id: &str, ports: (u16, u16, u16), peers: &str) -> Replica {
+    /// Starts replica `id` on `ports` (proxy, metrics, agent) knowing `peers`; `None` when a
+    /// port was taken (ports picked free may be taken by a test running in parallel).
+    fn start(
+        dir: &Path,
+        pki: &Pki,
+        id: &str,
+        ports: (u16, u16, u16),
+        peers: &str,
+    ) -> Option<Replica> {
         let (proxy_port, metrics_port, agent_port) = ports;
         let log = dir.join(format!("{id}.log"));
         let mut cmd = base_command();
@@ -588,13 +596,36 @@ impl Replica {
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap());
         let child = cmd.spawn().expect("start a replica");
-        wait_for_port(metrics_port, Duration::from_secs(20));
-        Replica {
+        let mut replica = Replica {
             child,
             proxy_port,
             metrics_port,
             agent_port,
             log,
+        };
+        // Listening means: past its port check (it logs "forwarding" after it), still running,
+        // and its metrics port answering.
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = replica.child.try_wait() {
+                let log = replica.log();
+                assert!(
+                    log.contains("cannot listen on"),
+                    "replica {id} exited with {status}:\n{log}"
+                );
+                return None;
+            }
+            if replica.log().contains("forwarding ")
+                && TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+            {
+                return Some(replica);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "replica {id} did not listen:\n{}",
+                replica.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -622,16 +653,22 @@ impl Drop for Replica {
 
 /// `n` replicas that know each other through `PEERS`.
 fn replicas(dir: &Path, pki: &Pki, n: usize) -> Vec<Replica> {
-    let ports: Vec<(u16, u16, u16)> = (0..n)
-        .map(|_| (free_port(), free_port(), free_port()))
-        .collect();
-    let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{}", p.1)).collect();
-    let peers = peers.join(",");
-    ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Replica::start(dir, pki, &format!("replica-{i}"), *p, &peers))
-        .collect()
+    for _ in 0..5 {
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{}", p.1)).collect();
+        let peers = peers.join(",");
+        let started: Option<Vec<Replica>> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Replica::start(dir, pki, &format!("replica-{i}"), *p, &peers))
+            .collect();
+        if let Some(replicas) = started {
+            return replicas;
+        }
+    }
+    panic!("the replicas found their ports taken five times in a row");
 }
 
 /// HAProxy in TCP mode, round robin over `backends`, as a Kubernetes Service spreads
