@@ -14,6 +14,7 @@ use pingora_core::connectors::http::v2::ConnectionRef;
 
 use super::wire::AnnouncedTarget;
 use crate::config::error::shown;
+use crate::config::targets;
 use crate::metrics::{AgentMetrics, TargetMetrics};
 use crate::targets::SharedTargets;
 
@@ -176,8 +177,10 @@ impl AgentDirectory {
     }
 
     /// Records what `link`'s agent announced, and routes its names to it. A name a
-    /// configured target or another agent holds is refused, with a warning.
+    /// configured target or another agent holds is refused, with a warning, and so is one
+    /// that could not be a target's (it goes in `?target=` and in labels).
     pub fn announce(&self, link: &Arc<AgentLink>, targets: Vec<AnnouncedTarget>) {
+        let targets = acceptable(&link.name, targets);
         let mut state = self.state();
         match state.links.get_mut(&link.name) {
             Some((current, announced)) if current.serial == link.serial => *announced = targets,
@@ -288,6 +291,38 @@ impl AgentDirectory {
     }
 }
 
+/// The announced targets whose names and labels a configured target could have; the others
+/// are left out, each with a warning naming `agent`.
+fn acceptable(agent: &str, targets: Vec<AnnouncedTarget>) -> Vec<AnnouncedTarget> {
+    targets
+        .into_iter()
+        .filter(|t| {
+            let bad_label = t.labels.keys().find(|k| !targets::valid_label_name(k));
+            match (targets::valid_name(&t.name), bad_label) {
+                (true, None) => true,
+                (false, _) => {
+                    warn!(
+                        "agent {} announced {}, which is not a target name (1-{} letters, digits, '.', '_', '-', '~'); left out",
+                        shown(agent),
+                        shown(&t.name),
+                        targets::MAX_NAME_LEN
+                    );
+                    false
+                }
+                (true, Some(label)) => {
+                    warn!(
+                        "agent {} announced {} with label {}, which is not a label name; left out",
+                        shown(agent),
+                        shown(&t.name),
+                        shown(label)
+                    );
+                    false
+                }
+            }
+        })
+        .collect()
+}
+
 /// Labels of a listed target for `/targets`: its own, then the agent's.
 pub fn listed_labels(listed: &Listed) -> BTreeMap<String, String> {
     let mut labels = listed.target.labels.clone();
@@ -296,4 +331,33 @@ pub fn listed_labels(listed: &Listed) -> BTreeMap<String, String> {
         listed.agent.to_string(),
     );
     labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced(name: &str, label: &str) -> AnnouncedTarget {
+        AnnouncedTarget {
+            name: name.to_string(),
+            address: "127.0.0.1:9100".to_string(),
+            labels: [(label.to_string(), "v".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn names_and_labels_a_target_could_not_have_are_left_out() {
+        let kept = acceptable(
+            "site-a",
+            vec![
+                announced("node-1", "site"),
+                announced("node 2", "site"),
+                announced("node-3", "__meta_x"),
+                announced("", "site"),
+                announced(&"n".repeat(200), "site"),
+            ],
+        );
+        let names: Vec<&str> = kept.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["node-1"]);
+    }
 }

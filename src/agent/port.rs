@@ -154,10 +154,11 @@ impl AgentPort {
     }
 }
 
-/// The agent's name: its certificate's first subject CN.
+/// The agent's name: its certificate's first subject CN, when it is one a target could have
+/// (it goes in log lines, labels and the `Host` of the agent's streams).
 fn agent_name(stream: &Stream) -> Option<String> {
     let der = stream.get_ssl()?.peer_certificate_der()?;
-    identity::common_name(der)
+    identity::common_name(der).filter(|cn| crate::config::targets::valid_name(cn))
 }
 
 #[async_trait]
@@ -168,7 +169,7 @@ impl SideDoor for AgentPort {
             .and_then(|d| d.peer_addr().map(|a| a.to_string()))
             .unwrap_or_default();
         let Some(name) = agent_name(&stream) else {
-            warn!("agent connection from {peer} refused: its certificate has no subject CN to name it");
+            warn!("agent connection from {peer} refused: its certificate has no subject CN to name it, or one that is not a name (1-128 letters, digits, '.', '_', '-', '~')");
             self.metrics.connection(AgentConnection::Unnamed);
             return;
         };
