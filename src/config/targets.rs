@@ -44,10 +44,15 @@ pub struct TargetSpec {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetTls {
+    /// `TLS_CA_FILE` for this exporter.
     pub ca_file: Option<String>,
+    /// `TLS_CERT_FILE` for this exporter.
     pub cert_file: Option<String>,
+    /// `TLS_KEY_FILE` for this exporter.
     pub key_file: Option<String>,
+    /// `TLS_SERVER_NAME` for this exporter.
     pub server_name: Option<String>,
+    /// `TLS_INSECURE_SKIP_VERIFY` for this exporter.
     pub insecure_skip_verify: Option<bool>,
 }
 
@@ -55,8 +60,11 @@ pub struct TargetTls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetAuth {
+    /// `BEARER_TOKEN_FILE` for this exporter.
     pub bearer_token_file: Option<String>,
+    /// `BASIC_AUTH_USERNAME` for this exporter.
     pub basic_auth_username: Option<String>,
+    /// `BASIC_AUTH_PASSWORD_FILE` for this exporter.
     pub basic_auth_password_file: Option<String>,
 }
 
