@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The dial-out modes against forward mode, side by side: the same page scraped through the
-tunnel from an exporter it dials (forward mode), from an exporter whose agent dialled it
+tunnel from an exporter it dials (forward mode, over plain HTTP and over TLS 1.3: the agent's
+link is always TLS), from an exporter whose agent dialled it
 (agent mode: one HTTP/2 connection, a stream per scrape), and from an exporter whose client
 polls it (reverse mode, PushProx's protocol).
 
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
     ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, cpu_seconds, family, free_port, machine, machine_line,
-    wait_port, wrk,
+    nginx_conf, tool, tunnel_env, wait_port, wrk,
 )
 
 
@@ -49,19 +50,21 @@ SCENARIOS = {
     "59 KB page, gzip": ("metrics", ["Accept-Encoding: gzip"], 32),
     "5 MB page": ("big", [], 8),
 }
-MODES = ["forward", "agent", "reverse"]
+MODES = ["forward", "forward-tls", "agent", "reverse"]
 
 
 def openssl(work: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
 
 
-def make_certificates(work: Path, host_ip: str) -> None:
-    """A CA, the agent port's certificate (for `host_ip`) and the agent's (CN site-a)."""
+def make_certificates(work: Path, host_ip: str, upstream_ip: str) -> None:
+    """A CA, a server certificate (the agent port's at `host_ip`, the TLS exporter's at
+    `upstream_ip`) and the agent's (CN site-a)."""
     openssl(work, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=bench CA")
     for name, subject, ext in (
-        ("server", "/CN=tunnel", f"subjectAltName=IP:{host_ip},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("server", "/CN=tunnel",
+         f"subjectAltName=IP:{host_ip},IP:{upstream_ip},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
         ("agent", "/CN=site-a", "extendedKeyUsage=clientAuth\n"),
     ):
         (work / f"{name}.ext").write_text(ext)
@@ -71,13 +74,41 @@ def make_certificates(work: Path, host_ip: str) -> None:
                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
 
 
+def start_forward_tls(lab: Lab, link: Link) -> int:
+    """The exporter's page over TLS 1.3 too (a second nginx beside the first), and a tunnel in
+    forward mode that verifies it: the baseline for agent mode, whose link is always TLS; the
+    tunnel's proxy port."""
+    work = lab.work / "pki"
+    tls_port = free_port()
+    conf = lab.work / "upstream-tls.conf"
+    conf.write_text(nginx_conf(lab.work, "upstream-tls", f"""
+    gzip_static on;
+    default_type "text/plain; version=0.0.4";
+    server {{
+        listen {link.upstream_host}:{tls_port} ssl;
+        ssl_certificate {work / 'server.crt'};
+        ssl_certificate_key {work / 'server.key'};
+        ssl_protocols TLSv1.3;
+        root {lab.work / 'www'};
+    }}"""))
+    lab._spawn("upstream-tls", link.upstream_command(
+        [tool("nginx"), "-c", str(conf), "-e", str(lab.work / "upstream-tls.err")]))
+    wait_port(tls_port, link.upstream_host)
+    port = free_port()
+    env = tunnel_env(link.upstream_host, tls_port, port)
+    env |= {"SERVER_SCHEME": "https", "TLS_CA_FILE": str(work / "ca.crt")}
+    tconf = lab.work / "forward-tls.yaml"
+    tconf.write_text(TUNNEL_CONF)
+    lab._spawn("forward-tls", [str(TUNNEL), "-c", str(tconf)], env=env)
+    wait_port(port)
+    return port
+
+
 def start_agent_mode(lab: Lab, link: Link) -> int:
     """The tunnel with an agent port on this host, and the agent dialling it from the
     exporter's host; the tunnel's proxy port."""
     work = lab.work / "pki"
-    work.mkdir()
     tunnel_ip = "127.0.0.1" if link.kind == "loopback" else link.host_ip
-    make_certificates(work, tunnel_ip)
     port, agent_port, metrics_port = free_port(), free_port(), free_port()
     conf = lab.work / "agent-tunnel.yaml"
     conf.write_text(TUNNEL_CONF)
@@ -177,11 +208,16 @@ def main() -> None:
             lab.start_upstream()
             lab.start_proxy("tunnel")
             reverse_port, _ = start_reverse(lab, link)
+            (lab.work / "pki").mkdir()
+            make_certificates(lab.work / "pki", "127.0.0.1" if link.kind == "loopback" else link.host_ip,
+                              link.upstream_host)
             agent_port = start_agent_mode(lab, link)
+            tls_port = start_forward_tls(lab, link)
             if pinned:
-                for name in ("upstream", "agent", "client"):
+                for name in ("upstream", "upstream-tls", "agent", "client"):
                     pin(lab.children[name].pid, {1})
             tunnels = {"forward": lab.children["tunnel"].pid,
+                       "forward-tls": lab.children["forward-tls"].pid,
                        "agent": lab.children["agent-tunnel"].pid,
                        "reverse": lab.children["reverse"].pid}
             # What runs beside the exporter: nothing, the agent, the polling client.
@@ -207,6 +243,8 @@ def main() -> None:
                         url, extra = path, {}
                         if mode == "forward":
                             port = lab.ports["tunnel"]
+                        elif mode == "forward-tls":
+                            port = tls_port
                         elif mode == "agent":
                             port, url = agent_port, f"{path}?target=node-a"
                         else:
@@ -241,19 +279,19 @@ def main() -> None:
         "one tunnel thread"
         + ("; the exporter's host (nginx, agent, polling client) on CPU 1, this host (tunnels, wrk) on CPU 0." if pinned else "; no CPU pinning."),
         "",
-        "| page | mode | req/s (32 conns; 8 for 5 MB) | vs forward | vs reverse | p50 at 1 conn | vs forward | p99 at 1 conn | tunnel CPU per scrape | agent or client CPU per scrape | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| page | mode | req/s (32 conns; 8 for 5 MB) | vs forward | vs forward-tls | vs reverse | p50 at 1 conn | vs forward | p99 at 1 conn | tunnel CPU per scrape | agent or client CPU per scrape | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario, modes in summary.items():
-        fwd, rev = modes["forward"], modes["reverse"]
+        fwd, tls, rev = modes["forward"], modes["forward-tls"], modes["reverse"]
         for mode in MODES:
             m = modes[mode]
             lines.append(
                 f"| {scenario} | {mode} | {m['rps']:,.0f} | {m['rps'] / fwd['rps']:.2f}x | "
-                f"{m['rps'] / rev['rps']:.1f}x | "
+                f"{m['rps'] / tls['rps']:.2f}x | {m['rps'] / rev['rps']:.1f}x | "
                 f"{m['p50_us']:.0f} us | {m['p50_us'] / fwd['p50_us']:.2f}x | {m['p99_us']:.0f} us | "
                 f"{m['tunnel_cpu_us']:.0f} us | "
-                + (f"{m['beside_cpu_us']:.0f} us" if mode != "forward" else "-")
+                + (f"{m['beside_cpu_us']:.0f} us" if mode in ("agent", "reverse") else "-")
                 + f" | {m['errors']} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reverse.md").write_text("\n".join(lines) + "\n")

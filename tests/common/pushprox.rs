@@ -471,13 +471,17 @@ fn scrape(shared: &Shared, request: ScrapeRequest) {
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(80);
     let exporter = SocketAddr::new(options.resolve_to, port);
-    let answer = (|| -> std::io::Result<Response> {
-        let idle = {
-            let mut idle = shared.idle_exporters.lock().unwrap();
-            idle.iter()
-                .position(|(addr, _)| *addr == exporter)
-                .map(|i| idle.swap_remove(i).1)
-        };
+    let reused = std::cell::Cell::new(false);
+    let attempt = |reuse: bool| -> std::io::Result<Response> {
+        let idle = reuse
+            .then(|| {
+                let mut idle = shared.idle_exporters.lock().unwrap();
+                idle.iter()
+                    .position(|(addr, _)| *addr == exporter)
+                    .map(|i| idle.swap_remove(i).1)
+            })
+            .flatten();
+        reused.set(idle.is_some());
         let mut tcp = match idle {
             Some(tcp) => tcp,
             None => TcpStream::connect_timeout(&exporter, timeout)?,
@@ -503,7 +507,13 @@ fn scrape(shared: &Shared, request: ScrapeRequest) {
             }
         }
         Ok(response)
-    })();
+    };
+    // A kept-alive connection the exporter closed while it was idle fails before any answer:
+    // Go's transport, which PushProx's client uses, tries such a request again on a new one.
+    let answer = match attempt(true) {
+        Err(_) if reused.get() => attempt(false),
+        answer => answer,
+    };
     match answer {
         Ok(response) => {
             shared.counts.scrapes.fetch_add(1, Ordering::SeqCst);
