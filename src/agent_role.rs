@@ -26,6 +26,7 @@ use crate::config::{AgentRoleConfig, TunnelConfig};
 use crate::material::ExporterMaterial;
 use crate::proxy::Forwarder;
 use crate::reload::Reloader;
+use crate::reverse::identity;
 use crate::targets::SharedTargets;
 use crate::upstream::Upstream;
 use dialer::Dialer;
@@ -45,18 +46,29 @@ pub fn start(
     targets: SharedTargets,
     conf_path: Option<PathBuf>,
 ) -> Result<(), StartError> {
-    let cert = role
+    // The name is the client certificate's first subject CN, read as the tunnel reads it, from
+    // the certificate the material layer loaded and checked already.
+    let cert_file = role
         .tunnel
         .tls
         .as_ref()
         .and_then(|tls| tls.client_cert.as_ref())
-        .ok_or((2, "TUNNEL_CLIENT_CERT_FILE is not set".to_string()))?;
-    let name = certificate_name(cert.cert.path()).map_err(|e| {
-        (
-            2,
-            format!("configuration error: TUNNEL_CLIENT_CERT_FILE: {e}"),
-        )
-    })?;
+        .map_or("TUNNEL_CLIENT_CERT_FILE".to_string(), |pair| {
+            pair.cert.path().display().to_string()
+        });
+    let name = certs
+        .certs
+        .client
+        .as_ref()
+        .and_then(|cert| identity::common_name(cert.leaf().borrow_raw_cert()))
+        .ok_or_else(|| {
+            (
+                2,
+                format!(
+                    "configuration error: TUNNEL_CLIENT_CERT_FILE: the certificate in {cert_file} has no subject CN: the tunnel names an agent by it"
+                ),
+            )
+        })?;
     let upstream = Upstream::new(&role.tunnel, certs)
         .map_err(|e| (1, format!("cannot build the connection to the tunnel: {e}")))?;
     let (watch, generation) = GenerationWatch::new(Arc::clone(&targets));
@@ -125,19 +137,4 @@ impl pingora_core::services::background::BackgroundService for GenerationWatch {
             }
         }
     }
-}
-
-/// The subject CN of the first certificate in the PEM file `path`: the agent's name.
-pub fn certificate_name(path: &std::path::Path) -> Result<String, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .ok_or_else(|| format!("{} holds no certificate", path.display()))?
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    crate::reverse::identity::common_name(&der).ok_or_else(|| {
-        format!(
-            "the certificate in {} has no subject CN: the tunnel names an agent by it",
-            path.display()
-        )
-    })
 }

@@ -55,7 +55,6 @@ use log::debug;
 use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
 
 pub use forward::{Forwarder, ScrapeDeadline};
 pub use outcome::{Failure, CLIENT_CLOSED};
@@ -70,6 +69,7 @@ use crate::reverse::wire;
 use crate::targets::{SharedTargets, Target};
 use route::Route;
 
+use crate::listener::headers::scrape_deadline as deadline;
 pub use crate::listener::headers::SCRAPE_TIMEOUT_HEADER;
 
 /// Forwards scrapes to the targets and records the tunnel's metrics.
@@ -229,13 +229,16 @@ impl TunnelProxy {
                 let host = host.to_string();
                 drop(table);
                 if let Some(agents) = &self.agents {
-                    let served = !matches!(agents.directory.lookup(&host), Lookup::Unknown)
+                    let lookup = agents.directory.lookup(&host);
+                    let served = !matches!(lookup, Lookup::Unknown)
                         || agents
                             .peers
                             .as_ref()
                             .is_some_and(|p| p.route(&host).is_some());
                     if served || self.reverse.is_none() {
-                        return self.scrape_agent(agents, session, ctx, &host, None).await;
+                        return self
+                            .scrape_agent(agents, lookup, session, ctx, &host, None)
+                            .await;
                     }
                 }
                 return match &self.reverse {
@@ -247,23 +250,23 @@ impl TunnelProxy {
                 };
             }
         }
-        match route::route(&table, &session.req_header().uri) {
-            Route::To(target, path) => {
+        match (
+            route::route(&table, &session.req_header().uri),
+            &self.agents,
+        ) {
+            (Route::To(target, path), _) => {
                 ctx.deadline = deadline(session.req_header(), target.timeout);
                 ctx.target = Some(target);
                 ctx.forwarded_path = path;
             }
-            Route::Unknown(name, path) if self.agents.is_some() => {
+            (Route::Unknown(name, path), Some(agents)) => {
                 drop(table);
-                let agents = self
-                    .agents
-                    .as_ref()
-                    .ok_or_else(|| Error::explain(ErrorType::InternalError, "agent mode is off"))?;
+                let lookup = agents.directory.lookup(&name);
                 return self
-                    .scrape_agent(agents, session, ctx, &name, Some(&path))
+                    .scrape_agent(agents, lookup, session, ctx, &name, Some(&path))
                     .await;
             }
-            Route::Unknown(..) | Route::Nowhere => {
+            (Route::Unknown(..) | Route::Nowhere, _) => {
                 debug!("refused {}: no such target", session.req_header().uri);
                 return refuse(
                     session,
@@ -273,7 +276,7 @@ impl TunnelProxy {
                 )
                 .await;
             }
-            Route::Missing(param) => {
+            (Route::Missing(param), _) => {
                 let body = format!(
                     "400 Bad Request: name the exporter with ?{param}=NAME; /targets on the metrics port lists them\n"
                 );
@@ -312,18 +315,6 @@ impl TunnelProxy {
             )
             .await
     }
-}
-
-/// The deadline of one request: the target's timeout, or Prometheus' scrape timeout if that is
-/// smaller. A malformed header is ignored: the scrape still gets the configured limit.
-fn deadline(req: &RequestHeader, timeout: Duration) -> Duration {
-    req.headers
-        .get(&SCRAPE_TIMEOUT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .map_or(timeout, |scrape| scrape.min(timeout))
 }
 
 /// The target the request was routed to; every step after routing has one.

@@ -17,9 +17,13 @@ use tokio::sync::watch;
 
 use crate::agent::wire::{self, AnnouncedTarget, Announcement};
 use crate::config::DEFAULT_TARGET_NAME;
+use crate::listener::headers::scrape_deadline;
 use crate::metrics::UpstreamErrorKind;
-use crate::proxy::{rewrite, Failure, Forwarder, ScrapeDeadline, SCRAPE_TIMEOUT_HEADER};
+use crate::proxy::{rewrite, Failure, Forwarder, ScrapeDeadline};
 use crate::targets::{SharedTargets, Target};
+
+/// The content type of the agent's own answers.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Streams the agent serves at once, at most.
 const MAX_STREAMS: u32 = 1024;
@@ -165,10 +169,10 @@ impl AgentServer {
         let Some(target) = target.cloned() else {
             drop(table);
             let body = format!("404 Not Found: this agent serves no exporter named {name:?}\n");
-            return respond(&mut session, 404, body).await;
+            return respond(&mut session, 404, body, TEXT, None).await;
         };
         drop(table);
-        let limit = deadline(&session, target.timeout);
+        let limit = scrape_deadline(session.req_header(), target.timeout);
         let result = self.forward(&mut session, &target, start, limit).await;
         if let Err(e) = result {
             let failure = Failure::of(&e);
@@ -177,7 +181,7 @@ impl AgentServer {
             {
                 let body = format!("{} {}\n", failure.status, failure.reason());
                 let kind = failure.upstream.unwrap_or(UpstreamErrorKind::Other);
-                respond_failure(&mut session, failure.status, body, kind).await;
+                respond(&mut session, failure.status, body, TEXT, Some(kind)).await;
             } else {
                 // Mid-body: reset the stream, so the tunnel sees a cut answer, not a short one.
                 session.shutdown();
@@ -237,7 +241,7 @@ impl AgentServer {
             let body = format!(
                 "409 Conflict: this agent holds a connection to replica {replica:?} already\n"
             );
-            return respond(&mut session, 409, body).await;
+            return respond(&mut session, 409, body, TEXT, None).await;
         }
         let after = wire::after_generation(session.req_header().uri.query());
         let mut generation = self.generation.clone();
@@ -254,7 +258,7 @@ impl AgentServer {
             targets: self.announced(),
         };
         let body = serde_json::to_string(&announcement).unwrap_or_default();
-        respond_typed(&mut session, 200, body, "application/json").await;
+        respond(&mut session, 200, body, "application/json", None).await;
     }
 
     /// Records that `conn` reaches `replica`; `false` when another connection does already.
@@ -292,52 +296,23 @@ impl AgentServer {
     }
 }
 
-/// The deadline of a scrape: the target's timeout, or the tunnel's if smaller.
-fn deadline(session: &HttpSession, timeout: Duration) -> Duration {
-    session
-        .req_header()
-        .headers
-        .get(&SCRAPE_TIMEOUT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .map_or(timeout, |s| s.min(timeout))
-}
-
-/// Answers a failed scrape: `status`, the reason in `body`, and its kind for the tunnel.
-async fn respond_failure(
+/// Answers `status` with `body` of `content_type`; a failed scrape's `kind` goes in the
+/// failure header for the tunnel to count.
+async fn respond(
     session: &mut HttpSession,
     status: u16,
     body: String,
-    kind: UpstreamErrorKind,
+    content_type: &str,
+    kind: Option<UpstreamErrorKind>,
 ) {
     let Ok(mut header) = ResponseHeader::build(status, Some(3)) else {
         return;
     };
-    let _ = header.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
-    let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len());
-    let _ = header.insert_header(wire::FAILURE_HEADER, kind.as_str());
-    if session
-        .write_response_header(Box::new(header), false)
-        .is_ok()
-    {
-        let _ = session.write_body(Bytes::from(body), true).await;
-    }
-}
-
-/// Answers `status` with a text body.
-async fn respond(session: &mut HttpSession, status: u16, body: String) {
-    respond_typed(session, status, body, "text/plain; charset=utf-8").await
-}
-
-/// Answers `status` with `body` of `content_type`.
-async fn respond_typed(session: &mut HttpSession, status: u16, body: String, content_type: &str) {
-    let Ok(mut header) = ResponseHeader::build(status, Some(2)) else {
-        return;
-    };
     let _ = header.insert_header(CONTENT_TYPE, content_type);
     let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len());
+    if let Some(kind) = kind {
+        let _ = header.insert_header(wire::FAILURE_HEADER, kind.as_str());
+    }
     if session
         .write_response_header(Box::new(header), false)
         .is_ok()

@@ -1,6 +1,8 @@
 //! Headers every side of a scrape deals with the same way, whichever port it came in on and
 //! wherever it goes: the hop-by-hop ones that stay behind, and Prometheus' scrape timeout.
 
+use std::time::Duration;
+
 use http::header::CONNECTION;
 use http::HeaderName;
 use pingora_http::RequestHeader;
@@ -8,6 +10,18 @@ use pingora_http::RequestHeader;
 /// The header in which Prometheus sends its scrape timeout, in seconds.
 pub const SCRAPE_TIMEOUT_HEADER: HeaderName =
     HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
+
+/// The time one scrape may take: `timeout`, or Prometheus' scrape timeout from `req` if that is
+/// smaller. A malformed header is ignored: the scrape still gets the configured limit.
+pub fn scrape_deadline(req: &RequestHeader, timeout: Duration) -> Duration {
+    req.headers
+        .get(&SCRAPE_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map_or(timeout, |scrape| scrape.min(timeout))
+}
 
 /// Hop-by-hop headers that are not named in `Connection` (RFC 9110 7.6.1, and the ones
 /// pingora-proxy strips as well).

@@ -20,18 +20,18 @@ use crate::listener::respond::{refuse, respond};
 use crate::proxy::rewrite;
 
 impl TunnelProxy {
-    /// Scrapes `name` through its agent; `path` is the request line to send, when it differs
-    /// from the request's (the routing parameter removed).
+    /// Scrapes `name` (looked up as `lookup`) through its agent; `path` is the request line to
+    /// send, when it differs from the request's (the routing parameter removed).
     pub(super) async fn scrape_agent(
         &self,
         agents: &AgentScrapes,
+        lookup: Lookup,
         session: &mut HttpSession,
         ctx: &mut RequestCtx,
         name: &str,
         path: Option<&str>,
     ) -> Result<()> {
         ctx.deadline = deadline(session.req_header(), agents.timeout);
-        let lookup = agents.directory.lookup(name);
         let forwarded = session
             .req_header()
             .headers
