@@ -58,8 +58,18 @@ def runnable(values: dict, exporters: dict[str, int]) -> dict:
     values = yaml.safe_load(yaml.safe_dump(values))
     settings = values.setdefault("settings", {})
     settings["listenAddress"] = "127.0.0.1"
-    settings["listenPort"] = free_port()
-    settings.setdefault("metrics", {})["port"] = free_port()
+    taken: set[int] = set()
+
+    def distinct_port() -> int:
+        # A port just freed may come back at once: each listener gets one of its own.
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        return port
+
+    settings["listenPort"] = distinct_port()
+    settings.setdefault("metrics", {})["port"] = distinct_port()
     def exporter(scheme: str, client_cert: bool) -> int:
         return exporters["https-mtls" if client_cert else scheme]
 
@@ -70,9 +80,9 @@ def runnable(values: dict, exporters: dict[str, int]) -> dict:
         scheme = target.get("scheme", settings.get("scheme", "http"))
         target["address"] = f"127.0.0.1:{exporter(scheme, bool(target.get('tls', {}).get('cert_file')))}"
     if settings.get("poll", {}).get("port"):
-        settings["poll"]["port"] = free_port()
+        settings["poll"]["port"] = distinct_port()
     if settings.get("agent", {}).get("port"):
-        settings["agent"]["port"] = free_port()
+        settings["agent"]["port"] = distinct_port()
     access = settings.get("access", {})
     if access.get("allowedCidrs"):
         # The scrape comes from loopback here, as it comes from Prometheus' pod there.
