@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Uri;
@@ -13,6 +13,7 @@ use pingora_http::RequestHeader;
 
 use prometheus_tunnel::config::{self, file, FileLayer};
 use prometheus_tunnel::material::Material;
+use prometheus_tunnel::metrics::scrape_log::ScrapeEnd;
 use prometheus_tunnel::metrics::UpstreamErrorKind;
 use prometheus_tunnel::proxy::rewrite::upstream_request;
 use prometheus_tunnel::proxy::route::{route, Route};
@@ -87,16 +88,27 @@ fn bench(c: &mut Criterion) {
 
     c.bench_function("metrics: record a 200", |b| {
         b.iter(|| {
-            target
-                .metrics
-                .record(black_box(200), black_box(0.0021), None, true)
+            target.metrics.record(
+                black_box(ScrapeEnd {
+                    status: 200,
+                    duration: Duration::from_micros(2100),
+                    bytes: 59_000,
+                    failure: None,
+                }),
+                None,
+                true,
+            )
         })
     });
     c.bench_function("metrics: record a 502 (refused)", |b| {
         b.iter(|| {
             target.metrics.record(
-                black_box(502),
-                black_box(0.0004),
+                black_box(ScrapeEnd {
+                    status: 502,
+                    duration: Duration::from_micros(400),
+                    bytes: 60,
+                    failure: Some(2),
+                }),
                 Some(UpstreamErrorKind::Refused),
                 true,
             )

@@ -10,6 +10,7 @@
 #   haproxy                   the load balancer that cuts idle polls in the reverse-mode test, and
 #                             the Service in front of three replicas in the agent-mode test
 #   python3-venv              for the chart tests' virtualenv, where python3 lacks venv
+#   chromium                  the real browser that renders the status page (tests/status.rs)
 # and for the benches (benches/run.sh, benches/instructions.sh, benches/reverse.sh):
 #   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
 #   openssl                   the agent's certificates (benches/reverse.sh)
@@ -26,7 +27,7 @@ set -euo pipefail
 want=(cmake)
 case "${1:-test}" in
   build) ;;
-  test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl haproxy) ;;
+  test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl haproxy chromium) ;;
   bench) want+=(nginx haproxy wrk openssl) ;;
   callgrind) want+=(nginx valgrind) ;;
   example) want=(prometheus-node-exporter) ;;

@@ -1,13 +1,18 @@
-//! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, and
-//! `/targets` (Prometheus http_sd JSON of every target), and `/agents` in agent mode.
+//! The metrics port: the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`,
+//! `/targets` (Prometheus http_sd JSON of every target), the status page at `/` and its data
+//! at `/status`, and `/agents` in agent mode. Never the proxy port: what these show is for
+//! operators, and the proxy port is for Prometheus.
 //!
 //! Probes point here, never at the exporter: an exporter outage shows as `up == 0` for the
 //! exporter's job in Prometheus, it does not restart the tunnel.
 
 mod agents;
+mod status;
+mod status_page;
 
 use agents::AgentGroup;
 pub use agents::{AGENT_LABEL, REPLICA_LABEL};
+pub use status::StatusSources;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -50,6 +55,8 @@ pub struct AdminApp {
     registry: Option<Arc<Registry>>,
     /// The agents' names, in agent mode.
     agents: Option<AgentListing>,
+    /// What the status page shows beyond the targets.
+    status: StatusSources,
 }
 
 /// What `/targets` and `/agents` list in agent mode.
@@ -64,12 +71,13 @@ pub struct AgentListing {
 
 impl AdminApp {
     /// The app for the tunnel listening as `listen`, listing `targets` and, in reverse mode,
-    /// the names `registry` holds.
+    /// the names `registry` holds; its status page shows `status` too.
     pub fn new(
         targets: SharedTargets,
         listen: &ListenConfig,
         registry: Option<Arc<Registry>>,
         agents: Option<AgentListing>,
+        status: StatusSources,
     ) -> Self {
         let fallback_host = match listen.address {
             ip if ip.is_unspecified() => "localhost".to_string(),
@@ -84,6 +92,7 @@ impl AdminApp {
             fallback_host,
             registry,
             agents,
+            status,
         }
     }
 
@@ -217,8 +226,11 @@ impl ServeHttp for AdminApp {
                 .insert(ALLOW, http::HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
+        let gzip = accepts_gzip(req.headers.get_all(ACCEPT_ENCODING));
         match req.uri.path() {
-            "/metrics" => metrics(accepts_gzip(req.headers.get_all(ACCEPT_ENCODING))),
+            "/" => self.status_page(req.uri.query(), gzip),
+            "/status" => self.status_json(gzip),
+            "/metrics" => metrics(gzip),
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if is_listening(self.proxy_addr) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(
@@ -230,7 +242,7 @@ impl ServeHttp for AdminApp {
             "/agents" => self.agents_page(),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: this port serves /metrics, /healthz, /readyz, /version and /targets\n",
+                "not found: this port serves / (the status page), /status, /metrics, /healthz, /readyz, /version and /targets\n",
             ),
         }
     }
@@ -308,13 +320,23 @@ fn metrics(gzip: bool) -> Response<Vec<u8>> {
             "could not encode metrics\n",
         );
     }
+    compressed(StatusCode::OK, encoder.format_type(), body, gzip)
+}
+
+/// `body`, gzip-compressed when `gzip` (the client accepts it) and compression works.
+fn compressed(
+    status: StatusCode,
+    content_type: &str,
+    body: Vec<u8>,
+    gzip: bool,
+) -> Response<Vec<u8>> {
     if gzip {
         let mut gz = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
         if let Ok(compressed) = gz.write_all(&body).and_then(|()| gz.finish()) {
-            return build(StatusCode::OK, encoder.format_type(), compressed, true);
+            return build(status, content_type, compressed, true);
         }
     }
-    build(StatusCode::OK, encoder.format_type(), body, false)
+    build(status, content_type, body, false)
 }
 
 /// `{"version", "gitCommit", "buildTime"}` as the original tool answered.

@@ -12,12 +12,14 @@
 //! - `cli`, `file`, `targets`: the sources (flags, the conf file, its `tunnel.targets`).
 //! - `parse`, `forward_proxy`: parsers of single values.
 //! - `validate`: checks the merged values and builds the [`model`] types.
-//! - `error`: how a refused value is reported.
+//! - `error`: how a refused value is reported; `in_force`: the values in force, for the status
+//!   page.
 
 pub mod cli;
 pub mod error;
 pub mod file;
 pub mod forward_proxy;
+mod in_force;
 pub mod model;
 pub mod parse;
 pub mod setting;

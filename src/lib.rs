@@ -31,7 +31,8 @@
 //! - **Counted**: [`proxy::TunnelProxy`]'s `record` step, once per request whatever its end, into
 //!   [`metrics::METRICS`] and the target's [`metrics::TargetMetrics`]; failures are named by
 //!   one table ([`proxy::Failure`], `proxy/outcome.rs`) that gives status, reason, metric and
-//!   log line.
+//!   log line. The same step records what the status page at `/` shows of the target
+//!   (`metrics::scrape_log`).
 //!
 //! The modules are public so integration tests and benches can reach them.
 

@@ -172,18 +172,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let admin = service::admin_service(&tunnel, &targets, registry, agent_listing);
+    let reloader = Reloader::new(
+        std::env::args_os().collect(),
+        conf_path,
+        Arc::clone(&targets),
+    );
+    let admin = service::admin_service(&tunnel, &targets, registry, agent_listing, reloader.log());
     ports.push(server.add_service(proxy));
     let admin_handle = server.add_service(admin);
     // /readyz answers only once the proxy port (and the poll port) are up.
     for port in &ports {
         admin_handle.add_dependency(port);
     }
-    let reloader = Reloader::new(
-        std::env::args_os().collect(),
-        conf_path,
-        Arc::clone(&targets),
-    );
     server.add_service(background_service("reload", reloader));
 
     log_start(&tunnel);

@@ -13,8 +13,7 @@ use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
+    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 use crate::build_info;
@@ -23,8 +22,11 @@ use crate::build_info;
 mod labels;
 mod agent;
 mod poll;
+pub mod scrape_log;
+mod target;
 pub use agent::{agent_metrics, AgentConnection, AgentMetrics};
 pub use poll::{poll_metrics, ClientDrop, PollMetrics, PollOutcome, PushOutcome};
+pub use target::TargetMetrics;
 
 /// Why a request to the exporter failed, as the `kind` label of
 /// `proxy_upstream_errors_total` names it.
@@ -49,7 +51,8 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 8] = [
+    /// Every kind, in the order of their codes on the status page.
+    pub const ALL: [UpstreamErrorKind; 8] = [
         UpstreamErrorKind::Refused,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Dns,
@@ -268,129 +271,4 @@ pub fn init(multi_target: bool) {
             .expect("tunnel metrics register once in the default registry")
     });
     LazyLock::force(&METRICS);
-}
-
-/// One target's series, resolved on first use so that a fleet of thousands of targets exports
-/// (and holds in memory) only what was scraped, then recorded with a few atomic adds and no
-/// label hashing.
-pub struct TargetMetrics {
-    /// The `target` label value; unused in single-target mode.
-    target: Box<str>,
-    handles: OnceLock<Box<Handles>>,
-}
-
-/// The resolved series of one target.
-struct Handles {
-    requests: IntCounter,
-    duration: Histogram,
-    statuses: [OnceLock<IntCounter>; COMMON_STATUSES.len()],
-    upstream_errors: [OnceLock<IntCounter>; UpstreamErrorKind::ALL.len()],
-    upstream_up: OnceLock<IntGauge>,
-}
-
-impl TargetMetrics {
-    /// The series of `target`. In single-target mode the request series exist at once (at 0),
-    /// as the original tool's did.
-    pub fn new(target: &str) -> Self {
-        let metrics = TargetMetrics {
-            target: target.into(),
-            handles: OnceLock::new(),
-        };
-        if !METRICS.families.labelled {
-            metrics.handles();
-        }
-        metrics
-    }
-
-    /// Label values: `[target, extra...]` in multi-target mode, `[extra...]` otherwise.
-    fn labels<'a>(&'a self, extra: &'a str) -> Vec<&'a str> {
-        let mut labels = Vec::with_capacity(2);
-        if METRICS.families.labelled {
-            labels.push(&*self.target);
-        }
-        if !extra.is_empty() {
-            labels.push(extra);
-        }
-        labels
-    }
-
-    fn handles(&self) -> &Handles {
-        self.handles.get_or_init(|| {
-            let families = &METRICS.families;
-            Box::new(Handles {
-                requests: families.requests.with_label_values(&self.labels("")),
-                duration: families.duration.with_label_values(&self.labels("")),
-                statuses: std::array::from_fn(|_| OnceLock::new()),
-                upstream_errors: std::array::from_fn(|_| OnceLock::new()),
-                upstream_up: OnceLock::new(),
-            })
-        })
-    }
-
-    /// Records one finished request: its status, duration and, for a failed exchange with the
-    /// exporter, why; `forwarded` says whether it reached the exporter at all.
-    pub fn record(
-        &self,
-        status: u16,
-        seconds: f64,
-        upstream_error: Option<UpstreamErrorKind>,
-        forwarded: bool,
-    ) {
-        let handles = self.handles();
-        let families = &METRICS.families;
-        handles.duration.observe(seconds);
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => handles.statuses[i]
-                .get_or_init(|| {
-                    families
-                        .statuses
-                        .with_label_values(&self.labels(&status.to_string()))
-                })
-                .inc(),
-            None => families
-                .statuses
-                .with_label_values(&self.labels(&status.to_string()))
-                .inc(),
-        }
-        if let Some(kind) = upstream_error {
-            handles.upstream_errors[kind as usize]
-                .get_or_init(|| {
-                    families
-                        .upstream_errors
-                        .with_label_values(&self.labels(kind.as_str()))
-                })
-                .inc();
-        }
-        if forwarded {
-            let up = upstream_error.is_none() && status < 500;
-            handles
-                .upstream_up
-                .get_or_init(|| families.upstream_up.with_label_values(&self.labels("")))
-                .set(i64::from(up));
-        }
-        // Last, so that a scrape which sees this request counted also sees its status, its
-        // duration and its error (the tests wait on this counter before reading the others).
-        handles.requests.inc();
-    }
-
-    /// Removes the target's series, when a reload drops it.
-    pub fn remove(&self) {
-        if self.handles.get().is_none() {
-            return;
-        }
-        let families = &METRICS.families;
-        let _ = families.requests.remove_label_values(&self.labels(""));
-        let _ = families.duration.remove_label_values(&self.labels(""));
-        let _ = families.upstream_up.remove_label_values(&self.labels(""));
-        for status in COMMON_STATUSES {
-            let _ = families
-                .statuses
-                .remove_label_values(&self.labels(&status.to_string()));
-        }
-        for kind in UpstreamErrorKind::ALL {
-            let _ = families
-                .upstream_errors
-                .remove_label_values(&self.labels(kind.as_str()));
-        }
-    }
 }

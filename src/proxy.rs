@@ -57,7 +57,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_error::{Error, ErrorType, Result};
 
 pub use forward::{Forwarder, ScrapeDeadline};
-pub use outcome::{Failure, CLIENT_CLOSED};
+pub use outcome::{reason_of, Failure, CLIENT_CLOSED, EXPORTER_STATUS_CODE};
 
 use crate::access::{AccessControl, Verdict};
 use crate::agent::directory::Lookup;

@@ -7,7 +7,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -25,6 +27,41 @@ use crate::targets::{SharedTargets, TargetTable};
 /// How often the conf file is checked for a change.
 pub const CONF_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How the last reload ended, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// When it ended.
+    pub at: SystemTime,
+    /// What started it: `SIGHUP`, or the conf file changing.
+    pub why: &'static str,
+    /// Whether the new table is in use.
+    pub applied: bool,
+    /// What changed, or why it was refused (the log line's words).
+    pub detail: String,
+}
+
+/// The last reload's outcome, written by the [`Reloader`] and read by the status page.
+#[derive(Debug, Default)]
+pub struct ReloadLog {
+    last: ArcSwapOption<ReloadOutcome>,
+}
+
+impl ReloadLog {
+    /// The last reload's outcome; `None` if there was none since the start.
+    pub fn last(&self) -> Option<Arc<ReloadOutcome>> {
+        self.last.load_full()
+    }
+
+    fn note(&self, why: &'static str, applied: bool, detail: String) {
+        self.last.store(Some(Arc::new(ReloadOutcome {
+            at: SystemTime::now(),
+            why,
+            applied,
+            detail,
+        })));
+    }
+}
+
 /// The background service that reloads the target table.
 pub struct Reloader {
     /// The command line the process started with, parsed again on each reload.
@@ -32,6 +69,8 @@ pub struct Reloader {
     /// The conf file (`-c`), watched for changes.
     conf: Option<PathBuf>,
     targets: SharedTargets,
+    /// Where each reload's outcome is kept.
+    log: Arc<ReloadLog>,
 }
 
 impl Reloader {
@@ -41,41 +80,54 @@ impl Reloader {
             args,
             conf,
             targets,
+            log: Arc::default(),
         }
     }
 
-    /// Loads the configuration again and swaps the table in, or says why not.
-    pub fn reload(&self, why: &str) {
-        let in_use = self.targets.load().len();
-        let cli = match Cli::try_parse_from(&self.args) {
-            Ok(cli) => cli,
-            Err(e) => {
-                error!("reload ({why}) refused: the command line no longer parses ({e}); keeping the {in_use} targets in use");
-                return;
+    /// Where each reload's outcome is kept, for the status page.
+    pub fn log(&self) -> Arc<ReloadLog> {
+        Arc::clone(&self.log)
+    }
+
+    /// Loads the configuration again and swaps the table in, or says why not (in the log, and
+    /// in the [`ReloadLog`]).
+    pub fn reload(&self, why: &'static str) {
+        match self.try_reload() {
+            Ok(done) => {
+                info!("reloaded the targets ({why}): {done}");
+                self.log.note(why, true, done);
             }
-        };
-        let (loaded, material) = match material::load(&cli, &ProcessEnv) {
-            Ok(loaded) => loaded,
-            Err(errors) => {
-                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                error!(
-                    "reload ({why}) refused, keeping the {in_use} targets in use: {}",
-                    lines.join("; ")
-                );
-                return;
+            Err(refusal) => {
+                let in_use = self.targets.load().len();
+                let detail = format!("refused, keeping the {in_use} targets in use: {refusal}");
+                error!("reload ({why}) {detail}");
+                self.log.note(why, false, detail);
             }
-        };
-        if loaded.tunnel.labelled_metrics() != METRICS.multi_target() {
-            error!("reload ({why}) refused: switching between one exporter and tunnel.targets needs a restart (the metrics' labels change); keeping the {in_use} targets in use");
-            return;
         }
-        let next = match TargetTable::build(&loaded.tunnel, material.exporters) {
-            Ok(table) => Arc::new(table),
-            Err(e) => {
-                error!("reload ({why}) refused: {e}; keeping the {in_use} targets in use");
-                return;
+    }
+
+    /// One reload: what changed, or why it was refused.
+    fn try_reload(&self) -> Result<String, String> {
+        let cli = Cli::try_parse_from(&self.args)
+            .map_err(|e| format!("the command line no longer parses ({e})"))?;
+        let (loaded, material) = material::load(&cli, &ProcessEnv).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            lines.join("; ")
+        })?;
+        if loaded.tunnel.labelled_metrics() != METRICS.multi_target() {
+            return Err("switching between one exporter and tunnel.targets needs a restart (the metrics' labels change)".to_string());
+        }
+        let next = TargetTable::build(&loaded.tunnel, material.exporters)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())?;
+        // Kept targets keep their record of scrapes, as they keep their series.
+        let current = self.targets.load();
+        for target in next.iter() {
+            if let Some(old) = current.get(&target.name) {
+                target.metrics.take_over_log(&old.metrics);
             }
-        };
+        }
+        drop(current);
         let previous = self.targets.swap(Arc::clone(&next));
         let removed = previous.removed_in(&next);
         for target in &removed {
@@ -85,11 +137,11 @@ impl Reloader {
             .iter()
             .filter(|t| previous.get(&t.name).is_none())
             .count();
-        info!(
-            "reloaded the targets ({why}): {} now, {added} added, {} removed",
+        Ok(format!(
+            "{} now, {added} added, {} removed",
             next.len(),
             removed.len()
-        );
+        ))
     }
 }
 

@@ -13,7 +13,7 @@ use pingora_core::services::listening::Service;
 use pingora_error::Result;
 
 use crate::access::AccessControl;
-use crate::admin::{AdminApp, AgentListing};
+use crate::admin::{AdminApp, AgentListing, StatusSources};
 use crate::agent::port::AgentPort;
 use crate::agent::relay::AgentScrapes;
 use crate::config::{ClientLimits, TunnelConfig};
@@ -22,6 +22,7 @@ use crate::material::tls::ListenerTls;
 use crate::material::PortMaterial;
 use crate::metrics::{PortMetrics, METRICS};
 use crate::proxy::TunnelProxy;
+use crate::reload::ReloadLog;
 use crate::reverse::poll_port::PollPort;
 use crate::reverse::registry::Registry;
 use crate::reverse::scrape::ReverseScrapes;
@@ -159,8 +160,16 @@ pub fn admin_service(
     targets: &SharedTargets,
     registry: Option<Arc<Registry>>,
     agents: Option<AgentListing>,
+    reloads: Arc<ReloadLog>,
 ) -> Service<AdminApp> {
-    let app = AdminApp::new(Arc::clone(targets), &config.listen, registry, agents);
+    let status = StatusSources::new(config.in_force.clone(), reloads);
+    let app = AdminApp::new(
+        Arc::clone(targets),
+        &config.listen,
+        registry,
+        agents,
+        status,
+    );
     let mut service = Service::new("admin".to_string(), app);
     service.add_tcp(&config.listen.metrics_addr().to_string());
     service

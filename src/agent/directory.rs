@@ -84,6 +84,8 @@ pub struct Listed {
     pub target: AnnouncedTarget,
     /// The agent serving it.
     pub agent: Arc<str>,
+    /// Its series and record of scrapes.
+    pub metrics: Arc<TargetMetrics>,
 }
 
 /// Why an agent's connection was refused.
@@ -265,18 +267,17 @@ impl AgentDirectory {
             .links
             .values()
             .flat_map(|(link, announced)| {
-                announced
-                    .iter()
-                    .filter(|t| {
-                        routes
-                            .get(t.name.as_str())
-                            .is_some_and(|r| r.link.serial == link.serial)
-                    })
-                    .map(|t| Listed {
+                announced.iter().filter_map(|t| {
+                    let route = routes
+                        .get(t.name.as_str())
+                        .filter(|r| r.link.serial == link.serial)?;
+                    Some(Listed {
                         name: Arc::from(t.name.as_str()),
                         target: t.clone(),
                         agent: Arc::clone(&link.name),
+                        metrics: Arc::clone(&route.metrics),
                     })
+                })
             })
             .collect();
         listed.sort_by(|a, b| a.name.cmp(&b.name));

@@ -311,6 +311,21 @@ pub struct TunnelConfig {
     pub agent_role: Option<AgentRoleConfig>,
     /// Debug logging.
     pub debug: bool,
+    /// Every setting's value in force and where it came from, for the status page; secrets
+    /// are never among them (a proxy URL's password is hidden, a secret is given by its file).
+    pub in_force: Vec<SettingInForce>,
+}
+
+/// One setting as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingInForce {
+    /// Its environment variable's name.
+    pub name: &'static str,
+    /// Its value as written, a proxy URL's password replaced by `***`; or the default's
+    /// description.
+    pub value: String,
+    /// Where the value came from: `default`, `env`, `flag` or the conf file's path.
+    pub origin: String,
 }
 
 impl TunnelConfig {

@@ -55,7 +55,7 @@ settings! {
         "port Prometheus scrapes, forwarded to the exporter";
     /// Port of the tunnel's own routes.
     MetricsPort = "METRICS_PORT", "PORT", false, default "`9182`",
-        "the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets`";
+        "the tunnel's own `/metrics`, `/healthz`, `/readyz`, `/version`, `/targets`, and the status page `/` (`/status` as JSON)";
     /// Debug logging.
     Debug = "DEBUG", "BOOL", true, default "`false`",
         "debug logging: `true`/`false`/`1`/`0` (`RUST_LOG`, when set, wins)";

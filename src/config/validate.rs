@@ -233,6 +233,7 @@ impl Validator {
                 default_target: default_target?,
                 multi_target: !specs.is_empty(),
                 target_param: target_param?,
+                in_force: super::in_force::in_force(chosen),
                 listen: ListenConfig {
                     address: address?,
                     proxy_port: proxy_port?,

@@ -10,9 +10,10 @@ use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_error::Error;
 
-use super::{Failure, RequestCtx, TunnelProxy, CLIENT_CLOSED};
+use super::{Failure, RequestCtx, TunnelProxy, CLIENT_CLOSED, EXPORTER_STATUS_CODE};
 use crate::listener::respond::{refuse_unread, respond};
 use crate::listener::{RequestHandler, Unreadable};
+use crate::metrics::scrape_log::ScrapeEnd;
 
 impl TunnelProxy {
     /// Step 6: answers the failure with its status and a one-line reason, unless the response
@@ -61,8 +62,8 @@ impl TunnelProxy {
         }
     }
 
-    /// Step 7: the request's metrics, once, whatever its end.
-    fn record(&self, status: u16, failure: Option<Failure>, ctx: &mut RequestCtx) {
+    /// Step 7: the request's metrics, once, whatever its end; `bytes` of body were sent.
+    fn record(&self, status: u16, failure: Option<Failure>, bytes: u64, ctx: &mut RequestCtx) {
         // Out of flight before counted as done, so no scrape sees both.
         drop(ctx.in_flight.take());
         let metrics = match (&ctx.target, &ctx.client_metrics) {
@@ -70,12 +71,16 @@ impl TunnelProxy {
             (None, Some(client)) => client,
             (None, None) => &self.unattributed,
         };
-        metrics.record(
+        let succeeded = failure.is_none() && (200..400).contains(&status);
+        let end = ScrapeEnd {
             status,
-            ctx.start.elapsed().as_secs_f64(),
-            failure.and_then(|f| f.upstream),
-            ctx.forwarded,
-        );
+            duration: ctx.start.elapsed(),
+            bytes,
+            // An exporter's own answer that is not a success fails the scrape too, as
+            // Prometheus sees it.
+            failure: (!succeeded).then(|| failure.map_or(EXPORTER_STATUS_CODE, |f| f.code())),
+        };
+        metrics.record(end, failure.and_then(|f| f.upstream), ctx.forwarded);
     }
 }
 
@@ -96,7 +101,8 @@ impl RequestHandler for TunnelProxy {
                 (failure.status, Some(failure))
             }
         };
-        self.record(status, failure, &mut ctx);
+        let bytes = session.body_bytes_sent() as u64;
+        self.record(status, failure, bytes, &mut ctx);
     }
 
     async fn refuse(&self, client: &mut Stream, why: Unreadable, started: Instant) {
@@ -128,6 +134,6 @@ impl RequestHandler for TunnelProxy {
                 debug!("could not send the {status} answer to the client: {e}");
             }
         }
-        self.record(status, None, &mut ctx);
+        self.record(status, None, body.len() as u64, &mut ctx);
     }
 }

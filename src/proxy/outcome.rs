@@ -91,6 +91,28 @@ impl Failure {
         }
     }
 
+    /// The failure's code in a target's record of scrapes (`metrics::scrape_log`), which
+    /// [`reason_of`] turns back into its reason: a number, so the scrape path stores it in one
+    /// atomic word.
+    pub fn code(&self) -> u16 {
+        if let Some(named) = self.named {
+            let in_table = |table: &[(&str, u16, UpstreamErrorKind)]| {
+                table.iter().position(|(reason, ..)| *reason == named)
+            };
+            if let Some(i) = in_table(&REVERSE_FAILURES) {
+                return REVERSE_CODES + i as u16;
+            }
+            if let Some(i) = in_table(&AGENT_FAILURES) {
+                return AGENT_CODES + i as u16;
+            }
+        }
+        match self.upstream {
+            Some(kind) => UPSTREAM_CODES + kind as u16,
+            None if self.status == CLIENT_CLOSED => CLIENT_CLOSED_CODE,
+            None => UNANSWERED_CODE,
+        }
+    }
+
     /// A short, safe reason for the error response body.
     pub fn reason(&self) -> &'static str {
         if let Some(reason) = self.named {
@@ -107,6 +129,47 @@ impl Failure {
             Some(UpstreamErrorKind::Other) => "the exporter could not be reached",
             None => "the request could not be answered",
         }
+    }
+}
+
+/// Code 0: the exporter answered, with a status that is not a success.
+pub const EXPORTER_STATUS_CODE: u16 = 0;
+const UNANSWERED_CODE: u16 = 1;
+const CLIENT_CLOSED_CODE: u16 = 2;
+const UPSTREAM_CODES: u16 = 16;
+const REVERSE_CODES: u16 = 32;
+const AGENT_CODES: u16 = 48;
+
+/// The reason of a failure by its [`Failure::code`], for the status page; `status` is what the
+/// client was answered.
+pub fn reason_of(code: u16, status: u16) -> std::borrow::Cow<'static, str> {
+    let named = |table: &[(&'static str, u16, UpstreamErrorKind)], base: u16| {
+        code.checked_sub(base)
+            .and_then(|i| table.get(usize::from(i)))
+            .map(|(reason, ..)| *reason)
+    };
+    let reason = match code {
+        EXPORTER_STATUS_CODE => return format!("the exporter answered {status}").into(),
+        CLIENT_CLOSED_CODE => Some("the client hung up before the answer was complete"),
+        UNANSWERED_CODE => None,
+        code if code >= AGENT_CODES => named(&AGENT_FAILURES, AGENT_CODES),
+        code if code >= REVERSE_CODES => named(&REVERSE_FAILURES, REVERSE_CODES),
+        code if code >= UPSTREAM_CODES => UpstreamErrorKind::ALL
+            .get(usize::from(code - UPSTREAM_CODES))
+            .map(|kind| {
+                Failure {
+                    status,
+                    upstream: Some(*kind),
+                    named: None,
+                }
+                .reason()
+            }),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => reason.into(),
+        None if status == 400 => "the request was not a valid scrape".into(),
+        None => format!("the tunnel answered {status}: the request could not be answered").into(),
     }
 }
 
@@ -162,5 +225,31 @@ mod tests {
         assert_eq!(no_poll.status, 504);
         assert_eq!(no_poll.upstream, Some(UpstreamErrorKind::Timeout));
         assert_eq!(no_poll.reason(), crate::reverse::scrape::NO_POLL);
+    }
+
+    #[test]
+    fn every_reason_survives_its_code() {
+        let failures = [
+            up(ErrorType::ConnectRefused),
+            up(ErrorType::ReadTimedout),
+            up(ErrorType::InvalidCert),
+            up(ErrorType::Custom(DNS_ERROR)),
+            up(ErrorType::Custom(crate::reverse::scrape::NO_POLL)),
+            up(ErrorType::Custom(crate::reverse::scrape::PUSH_CUT)),
+            up(ErrorType::Custom(crate::agent::relay::AGENT_LOST)),
+            up(ErrorType::Custom(crate::agent::relay::AGENT_TIMEOUT)),
+        ];
+        for failure in failures {
+            assert_eq!(
+                reason_of(failure.code(), failure.status),
+                failure.reason(),
+                "{failure:?}"
+            );
+        }
+        let gone = Failure::of(&Error::new_down(ErrorType::WriteError));
+        assert!(reason_of(gone.code(), gone.status).contains("hung up"));
+        assert_eq!(reason_of(0, 404), "the exporter answered 404");
+        let internal = Failure::of(&Error::new_in(ErrorType::InternalError));
+        assert!(reason_of(internal.code(), 500).contains("500"));
     }
 }

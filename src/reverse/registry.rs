@@ -309,6 +309,18 @@ impl Registry {
         }
     }
 
+    /// The names registered now with their series, sorted by name.
+    pub fn listing(&self) -> Vec<(Arc<str>, Arc<TargetMetrics>)> {
+        let state = self.lock();
+        let mut listed: Vec<_> = state
+            .clients
+            .iter()
+            .map(|(name, client)| (Arc::clone(name), Arc::clone(&client.metrics)))
+            .collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        listed
+    }
+
     /// The names registered now, sorted.
     pub fn names(&self) -> Vec<Arc<str>> {
         let state = self.lock();

@@ -1,0 +1,303 @@
+//! The status page at `/`: the [`StatusReport`] as one HTML document with no external asset
+//! (air-gapped users), readable without JavaScript (a plain table, filtered by `?filter=` on
+//! the server); with scripts it filters as one types, sorts by any column and refreshes itself
+//! every few seconds (`status.js`). And the routes: `/` the page, `/status` its data as JSON.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+
+use http::{Response, StatusCode};
+use log::warn;
+
+use super::status::{StatusReport, TargetState, TargetStatus};
+use super::{compressed, AdminApp};
+
+impl AdminApp {
+    /// `/status`: the report as JSON, gzip-compressed when asked.
+    pub(super) fn status_json(&self, gzip: bool) -> Response<Vec<u8>> {
+        let (report, _) = self.report("");
+        match serde_json::to_vec(&report) {
+            Ok(body) => compressed(StatusCode::OK, "application/json", body, gzip),
+            Err(e) => {
+                warn!("could not encode /status: {e}");
+                super::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not encode the status\n",
+                )
+            }
+        }
+    }
+
+    /// `/`: the status page, of the targets matching `?filter=`.
+    pub(super) fn status_page(&self, query: Option<&str>, gzip: bool) -> Response<Vec<u8>> {
+        let filter = query
+            .into_iter()
+            .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+            .find(|(key, _)| key == "filter")
+            .map(|(_, value)| value.trim().to_lowercase())
+            .unwrap_or_default();
+        let (report, total) = self.report(&filter);
+        let page = render(&report, &filter, total);
+        compressed(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page.into_bytes(),
+            gzip,
+        )
+    }
+}
+
+const STYLE: &str = include_str!("status.css");
+const SCRIPT: &str = include_str!("status.js");
+
+/// Whether `target` matches the filter `needle` (lower-case): by name, source, address, state
+/// or failure reason, as the script filters.
+pub fn matches(target: &TargetStatus, needle: &str) -> bool {
+    needle.is_empty()
+        || [
+            target.name.as_str(),
+            target.source,
+            target.address.as_str(),
+            state_word(target.state),
+            target
+                .last_failure
+                .as_ref()
+                .map_or("", |f| f.reason.as_str()),
+        ]
+        .iter()
+        .any(|field| field.to_lowercase().contains(needle))
+}
+
+fn state_word(state: TargetState) -> &'static str {
+    match state {
+        TargetState::Failing => "failing",
+        TargetState::Unscraped => "unscraped",
+        TargetState::Ok => "ok",
+    }
+}
+
+/// `report` as the HTML page; `filter` is the `?filter=` the page was asked with, and
+/// `total` the number of targets before it was applied.
+pub fn render(report: &StatusReport<'_>, filter: &str, total: usize) -> String {
+    let now = report.generated_at;
+    let tunnel = &report.tunnel;
+    let failing = report
+        .targets
+        .iter()
+        .filter(|t| t.state == TargetState::Failing)
+        .count();
+    let mut page = String::with_capacity(4096 + report.targets.len() * 512);
+    // Writing to a String cannot fail: the results below are ignored for that reason.
+    let _ = write!(
+        page,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>prometheus-tunnel status</title>
+<style>{STYLE}</style></head>
+<body>
+<header><h1>prometheus-tunnel</h1>
+<p id="summary"><span class="version">{version} ({commit})</span> · up {uptime} · <b id="total">{total}</b> targets, <b id="failing" class="{failing_class}">{failing}</b> failing · as of <time id="generated">{generated}</time></p></header>
+"#,
+        version = text(tunnel.version),
+        commit = text(tunnel.git_commit),
+        uptime = span(Duration::from_secs(tunnel.uptime_seconds)),
+        failing_class = if failing > 0 { "bad" } else { "good" },
+        generated = humantime::format_rfc3339_seconds(now),
+    );
+    let _ = write!(
+        page,
+        r#"<section id="targets"><h2>Targets</h2>
+<form method="get" action="/" id="filter-form"><label for="filter">Filter</label>
+<input type="search" id="filter" name="filter" value="{filter}" placeholder="name, address, state or failure reason" autocomplete="off">
+<noscript><button type="submit">Apply</button></noscript>
+<span class="shown"><span id="shown">{shown}</span> shown</span></form>
+<table id="target-table"><thead><tr>
+<th data-key="state" scope="col">State</th><th data-key="name" scope="col">Target</th><th data-key="address" scope="col">Address</th><th data-key="last" scope="col">Last scrape</th><th data-key="status" scope="col">Status</th><th data-key="duration" scope="col">Duration</th><th data-key="size" scope="col">Size</th><th data-key="failure" scope="col">Last failure</th><th data-key="scrapes" scope="col" title="scrapes over the last 5 minutes">Scrapes 5m</th><th data-key="failures" scope="col" title="failed scrapes over the last 5 minutes">Failures 5m</th>
+</tr></thead>
+<tbody id="target-rows">
+"#,
+        filter = attr(filter),
+        shown = report.targets.len(),
+    );
+    for target in &report.targets {
+        row(&mut page, target, now);
+    }
+    page.push_str("</tbody></table></section>\n");
+    tunnel_section(&mut page, report);
+    let _ = write!(page, "<script>{SCRIPT}</script>\n</body></html>\n");
+    page
+}
+
+/// One target's row; each cell's `data-v` is what the script sorts it by.
+fn row(page: &mut String, t: &TargetStatus, now: SystemTime) {
+    let state = state_word(t.state);
+    let _ = write!(
+        page,
+        r#"<tr class="{state}" data-state="{state}" data-name="{name_attr}"><td data-v="{rank}"><span class="badge">{state}</span></td><td class="name">{name}</td><td class="address"><span class="source">{source}</span> {address}</td>"#,
+        rank = t.state as u8,
+        name_attr = attr(&t.name),
+        name = text(&t.name),
+        source = t.source,
+        address = text(&t.address),
+    );
+    match &t.last_scrape {
+        Some(last) => {
+            let _ = write!(
+                page,
+                r#"<td data-v="{at}" title="{stamp}">{ago}</td><td data-v="{status}">{status}</td><td data-v="{seconds}">{duration}</td><td data-v="{bytes}">{size}</td>"#,
+                at = epoch_millis(last.at),
+                stamp = humantime::format_rfc3339_millis(last.at),
+                ago = ago(now, last.at),
+                status = last.status,
+                seconds = last.duration_seconds,
+                duration = duration(last.duration_seconds),
+                bytes = last.bytes,
+                size = size(last.bytes),
+            );
+        }
+        None => page.push_str(
+            r#"<td data-v="0">never</td><td data-v="0"></td><td data-v="-1"></td><td data-v="-1"></td>"#,
+        ),
+    }
+    match &t.last_failure {
+        Some(failure) => {
+            let _ = write!(
+                page,
+                r#"<td class="failure" data-v="{at}"><span class="reason">{reason}</span> <span class="when" title="{stamp}">{status}, {ago}</span></td>"#,
+                at = epoch_millis(failure.at),
+                reason = text(&failure.reason),
+                stamp = humantime::format_rfc3339_millis(failure.at),
+                status = failure.status,
+                ago = ago(now, failure.at),
+            );
+        }
+        None => page.push_str(r#"<td class="failure" data-v="0"></td>"#),
+    }
+    let _ = writeln!(
+        page,
+        r#"<td data-v="{s}">{s}</td><td data-v="{f}">{f}</td></tr>"#,
+        s = t.scrapes_5m,
+        f = t.failures_5m,
+    );
+}
+
+/// The tunnel's own section: its state, the last reload and the settings in force.
+fn tunnel_section(page: &mut String, report: &StatusReport<'_>) {
+    let tunnel = &report.tunnel;
+    let set = tunnel
+        .settings
+        .iter()
+        .filter(|s| s.origin != "default")
+        .count();
+    let reload = match &tunnel.last_reload {
+        None => "none since the start".to_string(),
+        Some(r) => format!(
+            r#"<span class="{class}">{outcome}</span> ({trigger}, {ago}): {detail}"#,
+            class = if r.applied { "good" } else { "bad" },
+            outcome = if r.applied { "applied" } else { "refused" },
+            trigger = text(r.trigger),
+            ago = ago(report.generated_at, r.at),
+            detail = text(&r.detail),
+        ),
+    };
+    let _ = write!(
+        page,
+        r#"<section id="tunnel"><h2>Tunnel</h2><dl>
+<dt>Version</dt><dd>{version}, commit {commit}, built {built}</dd>
+<dt>Started</dt><dd>{started} (up {uptime})</dd>
+<dt>Open client connections</dt><dd id="open-connections">{open}</dd>
+<dt>Scrapes in flight</dt><dd id="in-flight">{in_flight}</dd>
+<dt>Resident memory</dt><dd id="memory">{memory}</dd>
+<dt>Last reload</dt><dd id="last-reload">{reload}</dd>
+</dl>
+<details id="settings-block"><summary>Settings in force: {set} set, {defaults} at their default</summary><table id="settings"><thead><tr><th scope="col">Setting</th><th scope="col">Value</th><th scope="col">From</th></tr></thead><tbody>
+"#,
+        version = text(tunnel.version),
+        commit = text(tunnel.git_commit),
+        built = text(tunnel.build_time),
+        started = humantime::format_rfc3339_seconds(tunnel.started_at),
+        uptime = span(Duration::from_secs(tunnel.uptime_seconds)),
+        open = tunnel.open_connections,
+        in_flight = tunnel.in_flight_scrapes,
+        memory = tunnel
+            .resident_memory_bytes
+            .map_or_else(|| "unknown".to_string(), size),
+        set = set,
+        defaults = tunnel.settings.len() - set,
+    );
+    for setting in &tunnel.settings {
+        let _ = writeln!(
+            page,
+            r#"<tr class="{class}"><td>{name}</td><td>{value}</td><td>{origin}</td></tr>"#,
+            class = if setting.origin == "default" {
+                "default"
+            } else {
+                "set"
+            },
+            name = setting.name,
+            value = text(setting.value),
+            origin = text(setting.origin),
+        );
+    }
+    page.push_str("</tbody></table></details></section>\n");
+}
+
+fn epoch_millis(at: SystemTime) -> u128 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// `at` as a time before `now`: `4s ago`, `3m ago`.
+fn ago(now: SystemTime, at: SystemTime) -> String {
+    let since = now.duration_since(at).unwrap_or_default();
+    format!("{} ago", span(since))
+}
+
+/// A coarse span: `4s`, `3m 20s`, `2h 5m`, `3d 4h`.
+fn span(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// A duration in seconds, in the unit that reads best.
+fn duration(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.1} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2} s")
+    }
+}
+
+/// A byte count in the unit that reads best (powers of 1000).
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1000 => format!("{bytes} B"),
+        1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.1} MB", bytes as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable_units() {
+        assert_eq!(span(Duration::from_secs(4)), "4s");
+        assert_eq!(span(Duration::from_secs(200)), "3m 20s");
+        assert_eq!(span(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(duration(0.0123), "12.3 ms");
+        assert_eq!(duration(2.5), "2.50 s");
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(59_100), "59.1 kB");
+        assert_eq!(size(5_000_000), "5.0 MB");
+    }
+}
