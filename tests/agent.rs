@@ -963,6 +963,29 @@ fn an_exporter_failure_at_the_agent_is_answered_and_counted_as_the_tunnels_own()
         1.0
     );
     assert_eq!(m.value("proxy_upstream_up", &[("target", "down")]), 0.0);
+
+    // The status page lists the agent's exporters with their failures' reasons.
+    let status: serde_json::Value =
+        serde_json::from_slice(&common::get(&tunnel.admin_url("/status")).body).unwrap();
+    let names: Vec<&str> = status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["down", "slow"], "{status}");
+    let down = &status["targets"][0];
+    assert_eq!(down["source"], "agent");
+    assert_eq!(down["state"], "failing");
+    assert!(
+        down["address"].as_str().unwrap().starts_with("agent "),
+        "{down}"
+    );
+    assert_eq!(
+        down["lastFailure"]["reason"],
+        "the exporter refused the connection"
+    );
+    assert_eq!(status["targets"][1]["lastFailure"]["status"], 504);
 }
 
 #[test]

@@ -126,6 +126,15 @@ fn a_polling_client_is_scraped_through_the_proxy_port() {
         sd,
         serde_json::json!([{"targets": ["node-a"], "labels": {"__meta_prometheus_tunnel_source": "poll"}}])
     );
+    // And on the status page, with its scrape.
+    let status: serde_json::Value =
+        serde_json::from_slice(&common::get(&tunnel.admin_url("/status")).body).unwrap();
+    let listed = &status["targets"][0];
+    assert_eq!(listed["name"], "node-a", "{status}");
+    assert_eq!(listed["source"], "poll");
+    assert_eq!(listed["state"], "ok");
+    assert_eq!(listed["lastScrape"]["status"], 200);
+    assert_eq!(listed["lastScrape"]["bytes"], page.len());
     assert!(
         client
             .counts()
