@@ -33,38 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
-    PAGE, ROOT, TUNNEL, TUNNEL_CONF, Link, family, free_port, machine, machine_line,
-    rss_mib, tool, wait_port,
+    ROOT, TUNNEL, TUNNEL_CONF, Link, cpu_ns, free_port, haproxy_head, machine, machine_line,
+    openssl, pin, rss_mib, tool, wait_port, write_pages,
 )
 
 PLAIN_BASE = 20000
 TLS_BASE = 24000
 CLIENT_CONNECTIONS = 50
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` and of its descendants onto `cpus`."""
-    for p in family(pid):
-        for task in Path(f"/proc/{p}/task").iterdir():
-            os.sched_setaffinity(int(task.name), cpus)
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of `pid`, its threads and descendants, in nanoseconds, from the scheduler's own
-    account (/proc/PID/task/TID/schedstat): exact, where /proc/PID/stat counts 10 ms ticks,
-    too coarse for a proxy that is mostly idle between scrapes."""
-    total = 0
-    for p in family(pid):
-        for task in Path(f"/proc/{p}/task").iterdir():
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    return total
-
-
-def openssl(work: Path, *args: str) -> None:
-    subprocess.run([tool("openssl"), *args], cwd=work, check=True, capture_output=True)
 
 
 def certificates(work: Path, upstream_ip: str) -> None:
@@ -87,13 +62,7 @@ class Fleet:
         self.child: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.work.chmod(0o755)
-        root = self.work / "www"
-        root.mkdir(mode=0o755)
-        import gzip
-        page = PAGE.read_bytes()
-        (root / "metrics").write_bytes(page)
-        (root / "metrics.gz").write_bytes(gzip.compress(page, 6))
+        root = write_pages(self.work)
         host = self.link.upstream_host
         plain = "\n".join(f"        listen {host}:{PLAIN_BASE + i};" for i in range(self.targets))
         tls = "\n".join(f"        listen {host}:{TLS_BASE + i} ssl;" for i in range(self.targets))
@@ -185,17 +154,7 @@ def start_haproxy(work: Path, fleet: Fleet, scheme: str) -> tuple[subprocess.Pop
         f"backend t{i:04}\n    server s {fleet.link.upstream_host}:{base + i}{tls}\n"
         for i in range(fleet.targets))
     conf = work / f"haproxy-{scheme}.cfg"
-    conf.write_text(f"""
-global
-    nbthread 1
-    maxconn 8192
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
+    conf.write_text(f"""{haproxy_head(8192)}
 frontend fe
     bind 127.0.0.1:{port}
     use_backend %[url_param(target)]

@@ -67,6 +67,23 @@ http {{
 """
 
 
+def haproxy_head(maxconn: int | None) -> str:
+    """HAProxy's `global` and `defaults` in every bench: one thread, keep-alive both ways and
+    server connections shared between clients; `maxconn` None lets HAProxy derive one from its
+    open-file limit."""
+    limit = f"    maxconn {maxconn}\n" if maxconn else ""
+    return f"""
+global
+    nbthread 1
+{limit}defaults
+    mode http
+{limit}    timeout connect 5s
+    timeout client 60s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always"""
+
+
 def tunnel_env(upstream_host: str, upstream_port: int, port: int) -> dict[str, str]:
     """The tunnel's environment: the upstream, the proxy port `port`, a free metrics port."""
     return {
@@ -188,14 +205,8 @@ class Lab:
         self.haproxy_maxconn: int | None = 8192
 
     def start_upstream(self) -> None:
-        # nginx workers run as an unprivileged user when started as root: they must be able to
-        # read the page.
-        self.work.chmod(0o755)
-        root = self.work / "www"
-        root.mkdir(mode=0o755)
+        root = write_pages(self.work)
         page = PAGE.read_bytes()
-        (root / "metrics").write_bytes(page)
-        (root / "metrics.gz").write_bytes(gzip.compress(page, 6))
         big = (page * (5 * 1024 * 1024 // len(page) + 1))[: 5 * 1024 * 1024]
         (root / "big").write_bytes(big)
         port = free_port()
@@ -219,17 +230,7 @@ class Lab:
             self._spawn(name, [binary, "-c", str(conf)], env=tunnel_env(up_host, up, port))
         elif name == "haproxy":
             conf = self.work / "haproxy.cfg"
-            maxconn = f"    maxconn {self.haproxy_maxconn}\n" if self.haproxy_maxconn else ""
-            conf.write_text(f"""
-global
-    nbthread 1
-{maxconn}defaults
-    mode http
-{maxconn}    timeout connect 5s
-    timeout client 60s
-    timeout server 30s
-    option http-keep-alive
-    http-reuse always
+            conf.write_text(f"""{haproxy_head(self.haproxy_maxconn)}
 frontend fe
     bind 127.0.0.1:{port}
     default_backend be
@@ -269,6 +270,44 @@ backend be
                 child.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def write_pages(work: Path) -> Path:
+    """`work`/www with the exporter's page, plain (`metrics`) and gzip-encoded (`metrics.gz`,
+    for nginx's gzip_static); readable by nginx's workers, which run as an unprivileged user
+    when started as root."""
+    work.chmod(0o755)
+    root = work / "www"
+    root.mkdir(mode=0o755)
+    page = PAGE.read_bytes()
+    (root / "metrics").write_bytes(page)
+    (root / "metrics.gz").write_bytes(gzip.compress(page, 6))
+    return root
+
+
+def openssl(work: Path, *args: str) -> None:
+    subprocess.run([tool("openssl"), *args], cwd=work, check=True, capture_output=True)
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` and of its descendants onto `cpus`."""
+    for p in family(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of `pid`, its threads and descendants, in nanoseconds, from the scheduler's own
+    account (/proc/PID/task/TID/schedstat): exact, where /proc/PID/stat counts 10 ms ticks,
+    too coarse for a proxy that is mostly idle between requests."""
+    total = 0
+    for p in family(pid):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
 
 
 def family(pid: int) -> list[int]:

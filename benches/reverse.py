@@ -23,7 +23,6 @@ import argparse
 import os
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
-    ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, cpu_seconds, family, free_port, machine, machine_line,
-    nginx_conf, tool, tunnel_env, wait_port, wrk,
+    ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, cpu_seconds, free_port, machine, machine_line,
+    nginx_conf, openssl, pin, tool, tunnel_env, wait_port, wrk,
 )
 
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` and of its descendants onto `cpus`."""
-    for p in family(pid):
-        for task in Path(f"/proc/{p}/task").iterdir():
-            os.sched_setaffinity(int(task.name), cpus)
 
 CLIENT = ROOT / "target" / "release" / "examples" / "pushprox_client"
 # (path, headers, connections for throughput)
@@ -51,10 +44,6 @@ SCENARIOS = {
     "5 MB page": ("big", [], 8),
 }
 MODES = ["forward", "forward-tls", "agent", "reverse"]
-
-
-def openssl(work: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
 
 
 def make_certificates(work: Path, host_ip: str, upstream_ip: str) -> None:
