@@ -7,6 +7,7 @@
 //! exporter's job in Prometheus, it does not restart the tunnel.
 
 mod agents;
+mod page_query;
 mod status;
 mod status_page;
 

@@ -1,7 +1,8 @@
 //! The status page at `/`: the [`StatusReport`] as one HTML document with no external asset
-//! (air-gapped users), readable without JavaScript (a plain table, filtered by `?filter=` on
-//! the server); with scripts it filters as one types, sorts by any column and refreshes itself
-//! every few seconds (`status.js`). And the routes: `/` the page, `/status` its data as JSON.
+//! (air-gapped users), a plain table filtered, sorted and cut by the server (`page_query.rs`),
+//! so it works without JavaScript; with scripts it asks the server again as one types or clicks
+//! a heading, and every few seconds (`status.js`). And the routes: `/` the page, `/status` its
+//! data as JSON.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -11,6 +12,7 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use http::{Response, StatusCode};
 use log::warn;
 
+use super::page_query::{PageQuery, SortKey, DEFAULT_LIMIT};
 use super::status::{StatusReport, TargetState, TargetStatus};
 use super::{compressed, AdminApp};
 
@@ -30,16 +32,17 @@ impl AdminApp {
         }
     }
 
-    /// `/`: the status page, of the targets matching `?filter=`.
+    /// `/`: the status page: the targets matching `?filter=`, sorted by `?sort=`, at most
+    /// `?limit=` of them.
     pub(super) fn status_page(&self, query: Option<&str>, gzip: bool) -> Response<Vec<u8>> {
-        let filter = query
-            .into_iter()
-            .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
-            .find(|(key, _)| key == "filter")
-            .map(|(_, value)| value.trim().to_lowercase())
-            .unwrap_or_default();
-        let (report, total) = self.report(&filter);
-        let page = render(&report, &filter, total);
+        let query = PageQuery::parse(query);
+        let (mut report, total) = self.report(&query.filter);
+        query.sort(&mut report.targets);
+        let matching = report.targets.len();
+        if let Some(limit) = query.limit {
+            report.targets.truncate(limit);
+        }
+        let page = render(&report, &query, total, matching);
         compressed(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -53,7 +56,7 @@ const STYLE: &str = include_str!("status.css");
 const SCRIPT: &str = include_str!("status.js");
 
 /// Whether `target` matches the filter `needle` (lower-case): by name, source, address, state
-/// or failure reason, as the script filters.
+/// or failure reason.
 pub fn matches(target: &TargetStatus, needle: &str) -> bool {
     needle.is_empty()
         || [
@@ -78,9 +81,14 @@ fn state_word(state: TargetState) -> &'static str {
     }
 }
 
-/// `report` as the HTML page; `filter` is the `?filter=` the page was asked with, and
-/// `total` the number of targets before it was applied.
-pub fn render(report: &StatusReport<'_>, filter: &str, total: usize) -> String {
+/// `report` as the HTML page asked for by `query`; `total` targets in all, `matching` of them
+/// matched the filter (the report holds the first of those, up to the limit).
+pub fn render(
+    report: &StatusReport<'_>,
+    query: &PageQuery,
+    total: usize,
+    matching: usize,
+) -> String {
     let now = report.generated_at;
     let tunnel = &report.tunnel;
     let failing = report
@@ -107,21 +115,7 @@ pub fn render(report: &StatusReport<'_>, filter: &str, total: usize) -> String {
         failing_class = if failing > 0 { "bad" } else { "good" },
         generated = humantime::format_rfc3339_seconds(now),
     );
-    let _ = write!(
-        page,
-        r#"<section id="targets"><h2>Targets</h2>
-<form method="get" action="/" id="filter-form"><label for="filter">Filter</label>
-<input type="search" id="filter" name="filter" value="{filter}" placeholder="name, address, state or failure reason" autocomplete="off">
-<noscript><button type="submit">Apply</button></noscript>
-<span class="shown"><span id="shown">{shown}</span> shown</span></form>
-<table id="target-table"><thead><tr>
-<th data-key="state" scope="col">State</th><th data-key="name" scope="col">Target</th><th data-key="address" scope="col">Address</th><th data-key="last" scope="col">Last scrape</th><th data-key="status" scope="col">Status</th><th data-key="duration" scope="col">Duration</th><th data-key="size" scope="col">Size</th><th data-key="failure" scope="col">Last failure</th><th data-key="scrapes" scope="col" title="scrapes over the last 5 minutes">Scrapes 5m</th><th data-key="failures" scope="col" title="failed scrapes over the last 5 minutes">Failures 5m</th>
-</tr></thead>
-<tbody id="target-rows">
-"#,
-        filter = attr(filter),
-        shown = report.targets.len(),
-    );
+    targets_head(&mut page, query, report.targets.len(), matching);
     for target in &report.targets {
         row(&mut page, target, now);
     }
@@ -131,13 +125,66 @@ pub fn render(report: &StatusReport<'_>, filter: &str, total: usize) -> String {
     page
 }
 
-/// One target's row; each cell's `data-v` is what the script sorts it by.
+/// The filter box, the count of rows shown and the table's headings, each a link that sorts by
+/// its column (again for descending).
+fn targets_head(page: &mut String, query: &PageQuery, shown: usize, matching: usize) {
+    let hidden = |name: &str, value: Option<String>| {
+        value.map_or(String::new(), |v| {
+            format!(
+                r#"<input type="hidden" name="{name}" value="{}">"#,
+                attr(&v)
+            )
+        })
+    };
+    let sort = query
+        .sort
+        .map(|(key, descending)| format!("{}{}", if descending { "-" } else { "" }, key.as_str()));
+    let limit = match query.limit {
+        Some(DEFAULT_LIMIT) => None,
+        Some(n) => Some(n.to_string()),
+        None => Some("all".to_string()),
+    };
+    let more = if shown < matching {
+        format!(
+            r#" of {matching} matching: <a id="show-all" href="{}">show all</a> or narrow the filter"#,
+            attr(&query.unlimited())
+        )
+    } else {
+        String::new()
+    };
+    let _ = write!(
+        page,
+        r#"<section id="targets"><h2>Targets</h2>
+<form method="get" action="/" id="filter-form"><label for="filter">Filter</label>
+<input type="search" id="filter" name="filter" value="{filter}" placeholder="name, address, state or failure reason" autocomplete="off">{sort}{limit}
+<noscript><button type="submit">Apply</button></noscript>
+<span class="shown" id="shown-line"><span id="shown">{shown}</span> shown{more}</span></form>
+<table id="target-table"><thead><tr>
+"#,
+        filter = attr(&query.filter),
+        sort = hidden("sort", sort),
+        limit = hidden("limit", limit),
+    );
+    for (key, heading) in SortKey::COLUMNS {
+        let aria = query
+            .aria_sort(key)
+            .map_or(String::new(), |s| format!(r#" aria-sort="{s}""#));
+        let _ = write!(
+            page,
+            r#"<th scope="col" data-key="{key}"{aria}><a href="{href}">{heading}</a></th>"#,
+            key = key.as_str(),
+            href = attr(&query.sorted_by(key)),
+        );
+    }
+    page.push_str("\n</tr></thead>\n<tbody id=\"target-rows\">\n");
+}
+
+/// One target's row.
 fn row(page: &mut String, t: &TargetStatus, now: SystemTime) {
     let state = state_word(t.state);
     let _ = write!(
         page,
-        r#"<tr class="{state}" data-state="{state}" data-name="{name_attr}"><td data-v="{rank}"><span class="badge">{state}</span></td><td class="name">{name}</td><td class="address"><span class="source">{source}</span> {address}</td>"#,
-        rank = t.state as u8,
+        r#"<tr class="{state}" data-name="{name_attr}"><td><span class="badge">{state}</span></td><td class="name">{name}</td><td class="address"><span class="source">{source}</span> {address}</td>"#,
         name_attr = attr(&t.name),
         name = text(&t.name),
         source = t.source,
@@ -147,38 +194,32 @@ fn row(page: &mut String, t: &TargetStatus, now: SystemTime) {
         Some(last) => {
             let _ = write!(
                 page,
-                r#"<td data-v="{at}" title="{stamp}">{ago}</td><td data-v="{status}">{status}</td><td data-v="{seconds}">{duration}</td><td data-v="{bytes}">{size}</td>"#,
-                at = epoch_millis(last.at),
+                r#"<td title="{stamp}">{ago}</td><td>{status}</td><td>{duration}</td><td>{size}</td>"#,
                 stamp = humantime::format_rfc3339_millis(last.at),
                 ago = ago(now, last.at),
                 status = last.status,
-                seconds = last.duration_seconds,
                 duration = duration(last.duration_seconds),
-                bytes = last.bytes,
                 size = size(last.bytes),
             );
         }
-        None => page.push_str(
-            r#"<td data-v="0">never</td><td data-v="0"></td><td data-v="-1"></td><td data-v="-1"></td>"#,
-        ),
+        None => page.push_str("<td>never</td><td></td><td></td><td></td>"),
     }
     match &t.last_failure {
         Some(failure) => {
             let _ = write!(
                 page,
-                r#"<td class="failure" data-v="{at}"><span class="reason">{reason}</span> <span class="when" title="{stamp}">{status}, {ago}</span></td>"#,
-                at = epoch_millis(failure.at),
+                r#"<td class="failure"><span class="reason">{reason}</span> <span class="when" title="{stamp}">{status}, {ago}</span></td>"#,
                 reason = text(&failure.reason),
                 stamp = humantime::format_rfc3339_millis(failure.at),
                 status = failure.status,
                 ago = ago(now, failure.at),
             );
         }
-        None => page.push_str(r#"<td class="failure" data-v="0"></td>"#),
+        None => page.push_str(r#"<td class="failure"></td>"#),
     }
     let _ = writeln!(
         page,
-        r#"<td data-v="{s}">{s}</td><td data-v="{f}">{f}</td></tr>"#,
+        "<td>{s}</td><td>{f}</td></tr>",
         s = t.scrapes_5m,
         f = t.failures_5m,
     );
@@ -243,11 +284,6 @@ fn tunnel_section(page: &mut String, report: &StatusReport<'_>) {
         );
     }
     page.push_str("</tbody></table></details></section>\n");
-}
-
-fn epoch_millis(at: SystemTime) -> u128 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 /// `at` as a time before `now`: `4s ago`, `3m ago`.
