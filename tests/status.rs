@@ -170,6 +170,11 @@ fn the_page_without_scripts_is_a_table_filtered_by_the_server() {
         filtered.contains("value=\"slow\""),
         "the box keeps the filter"
     );
+    assert!(
+        filtered
+            .contains(r#"<b id="total">3</b> targets, <b id="failing" class="bad">2</b> failing"#),
+        "the summary counts every target, whatever the filter"
+    );
     let by_reason = get(&fleet.tunnel.admin_url("/?filter=refused+the")).body_string();
     assert_eq!(row_names(&by_reason), ["refused"]);
 }

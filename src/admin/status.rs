@@ -260,8 +260,8 @@ impl StatusSources {
 impl AdminApp {
     /// The report as of now: the configured targets, the registered clients' and agents'
     /// names, those matching `filter` (lower-case; empty for all), failing first; and how
-    /// many targets there are before the filter.
-    pub(super) fn report(&self, filter: &str) -> (StatusReport<'_>, usize) {
+    /// many targets there are, and fail, before the filter.
+    pub(super) fn report(&self, filter: &str) -> (StatusReport<'_>, Counts) {
         let now = SystemTime::now();
         let table = self.targets.load();
         let mut targets: Vec<TargetStatus> = table
@@ -288,7 +288,13 @@ impl AdminApp {
                 }));
             }
         }
-        let total = targets.len();
+        let counts = Counts {
+            total: targets.len(),
+            failing: targets
+                .iter()
+                .filter(|t| t.state == TargetState::Failing)
+                .count(),
+        };
         if !filter.is_empty() {
             targets.retain(|t| super::status_page::matches(t, filter));
         }
@@ -298,8 +304,17 @@ impl AdminApp {
             tunnel: self.status.tunnel(),
             targets,
         };
-        (report, total)
+        (report, counts)
     }
+}
+
+/// How many targets there are, and how many fail, whatever the page's filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Every target.
+    pub total: usize,
+    /// Those whose last scrape failed.
+    pub failing: usize,
 }
 
 /// Failing targets first, then those never scraped, then the rest; by name within each.

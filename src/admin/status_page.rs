@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use log::warn;
 
 use super::page_query::{PageQuery, SortKey, DEFAULT_LIMIT};
-use super::status::{StatusReport, TargetState, TargetStatus};
+use super::status::{Counts, StatusReport, TargetState, TargetStatus};
 use super::{compressed, AdminApp};
 
 impl AdminApp {
@@ -36,13 +36,13 @@ impl AdminApp {
     /// `?limit=` of them.
     pub(super) fn status_page(&self, query: Option<&str>, gzip: bool) -> Response<Vec<u8>> {
         let query = PageQuery::parse(query);
-        let (mut report, total) = self.report(&query.filter);
+        let (mut report, counts) = self.report(&query.filter);
         query.sort(&mut report.targets);
         let matching = report.targets.len();
         if let Some(limit) = query.limit {
             report.targets.truncate(limit);
         }
-        let page = render(&report, &query, total, matching);
+        let page = render(&report, &query, counts, matching);
         compressed(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -81,21 +81,17 @@ fn state_word(state: TargetState) -> &'static str {
     }
 }
 
-/// `report` as the HTML page asked for by `query`; `total` targets in all, `matching` of them
+/// `report` as the HTML page asked for by `query`; `counts` of every target, `matching` of them
 /// matched the filter (the report holds the first of those, up to the limit).
 pub fn render(
     report: &StatusReport<'_>,
     query: &PageQuery,
-    total: usize,
+    counts: Counts,
     matching: usize,
 ) -> String {
     let now = report.generated_at;
     let tunnel = &report.tunnel;
-    let failing = report
-        .targets
-        .iter()
-        .filter(|t| t.state == TargetState::Failing)
-        .count();
+    let Counts { total, failing } = counts;
     let mut page = String::with_capacity(4096 + report.targets.len() * 512);
     // Writing to a String cannot fail: the results below are ignored for that reason.
     let _ = write!(
