@@ -6,12 +6,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{self, Page};
 use common::upstream::Exporter;
-use common::{closed_port, get, require_tool, write_file, Tunnel};
-use serde_json::Value;
+use common::{closed_port, get, write_file, Tunnel};
+use serde_json::{json, Value};
 
 /// The page the `up` exporter serves.
 const PAGE: &str = "node_up 1\n";
@@ -303,31 +303,9 @@ fn wait_for(tunnel: &Tunnel, done: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-/// Headless Chromium, as root on a closed network: no sandbox, no background connections.
+/// Debian's headless Chromium run once with `args`; its standard output.
 fn chromium(profile: &Path, args: &[&str]) -> String {
-    let binary = require_tool("chromium", "chromium");
-    let output = Command::new(binary)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("run chromium");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    browser::run(profile, args)
 }
 
 /// Where screenshots are kept: `target/test-artifacts`.
@@ -426,6 +404,44 @@ fn a_real_browser_renders_filters_sorts_and_refreshes_the_page() {
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a real picture"
+    );
+}
+
+#[test]
+fn a_click_on_a_heading_and_typing_in_the_box_ask_the_server_in_a_real_browser() {
+    let fleet = fleet();
+    let profile = tempfile::tempdir().unwrap();
+    let mut page = Page::open(profile.path(), &fleet.tunnel.admin_url("/"));
+    page.wait_loaded();
+    let rows = "[...document.querySelectorAll('#target-rows tr')].map(r => r.dataset.name)";
+    // After `action`, once the script has swapped in the server's answer: the rows.
+    let after = |page: &mut Page, action: &str| -> Value {
+        page.eval(&format!(
+            "new Promise(done => {{ const before = document.body.dataset.refreshes || '0'; {action}; \
+             const t = setInterval(() => {{ if ((document.body.dataset.refreshes || '0') !== before) \
+             {{ clearInterval(t); done({rows}); }} }}, 20); setTimeout(() => done('no answer within 10 s'), 10000); }})"
+        ))
+    };
+    let click_name = "document.querySelector('th[data-key=name] a').click()";
+    assert_eq!(page.eval(rows), json!(["refused", "slow", "up"]));
+    assert_eq!(
+        after(&mut page, click_name),
+        json!(["refused", "slow", "up"])
+    );
+    assert_eq!(
+        after(&mut page, click_name),
+        json!(["up", "slow", "refused"])
+    );
+    assert_eq!(page.eval("location.search"), "?sort=-name");
+    let typed = "const f = document.getElementById('filter'); f.value = 'SL'; \
+                 f.dispatchEvent(new Event('input'))";
+    assert_eq!(after(&mut page, typed), json!(["slow"]));
+    let search = page.eval("location.search");
+    assert!(
+        search
+            .as_str()
+            .is_some_and(|s| s.contains("filter=SL") && s.contains("sort=-name")),
+        "{search}"
     );
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod pki;
 pub mod prometheus;
 pub mod proxies;
