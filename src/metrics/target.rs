@@ -113,8 +113,9 @@ impl TargetMetrics {
                 .get_or_init(|| families.upstream_up.with_label_values(&self.labels("")))
                 .set(i64::from(up));
         }
-        // Last, so that a scrape which sees this request counted also sees its status, its
-        // duration and its error (the tests wait on this counter before reading the others).
+        // Last, so that a scrape that starts after one which saw this request counted sees its
+        // status, duration and error too. One scrape alone may not: it gathers the families in
+        // name order, the statuses before this counter (the tests read again once it is seen).
         handles.requests.inc();
     }
 

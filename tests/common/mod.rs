@@ -225,18 +225,23 @@ impl Tunnel {
     }
 
     /// The tunnel's `/metrics` once `proxy_total_requests` has reached `requests`. A request is
-    /// counted in Pingora's logging phase, just after its answer is sent, so a client can see
-    /// the answer a moment before the count; this waits up to 15 s for it (a fresh-clone CI run
-    /// on a machine also busy building saw the last of 20,000 requests still uncounted after
-    /// 5 s, and not again in runs on two busy cores), then returns anyway for the caller's
-    /// exact assertions to fail with the values seen.
+    /// counted just after its answer is sent, so a client can see the answer a moment before
+    /// the count; this waits up to 15 s for it (a fresh-clone CI run on a machine also busy
+    /// building saw the last of 20,000 requests still uncounted after 5 s), then returns anyway
+    /// for the caller's exact assertions to fail with the values seen.
+    ///
+    /// Once the count is seen, `/metrics` is read once more: one read gathers the families in
+    /// name order, `proxy_response_status_total` before `proxy_total_requests`, so it can see a
+    /// request counted but not yet its status (seen once in CI); a read that starts after the
+    /// count was seen sees everything recorded before it.
     pub fn metrics_after(&self, requests: u64) -> Metrics {
         let start = Instant::now();
         loop {
             let m = self.metrics();
-            if m.value("proxy_total_requests", &[]) >= requests as f64
-                || start.elapsed() > Duration::from_secs(15)
-            {
+            if m.value("proxy_total_requests", &[]) >= requests as f64 {
+                return self.metrics();
+            }
+            if start.elapsed() > Duration::from_secs(15) {
                 return m;
             }
             std::thread::sleep(Duration::from_millis(20));
