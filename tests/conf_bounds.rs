@@ -126,6 +126,11 @@ fn a_bad_proxy_url_is_refused_without_its_password() {
         "UPSTREAM_PROXY",
     );
     refused_without_password(&run(&with(("http_proxy", BAD_PROXY)), &[]), "http_proxy");
+    // The agent's way to the tunnel is a proxy URL too.
+    refused_without_password(
+        &run(&[("TUNNEL_PROXY", BAD_PROXY)], &["agent"]),
+        "TUNNEL_PROXY",
+    );
     refused_without_password(
         &run(&base, &["--upstream-proxy", BAD_PROXY]),
         "--upstream-proxy",

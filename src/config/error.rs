@@ -80,7 +80,7 @@ impl ConfigError {
     /// A refused value of a setting, shown as [`shown`] shows it (a proxy URL's password
     /// replaced by `***`).
     pub fn value(raw: &RawValue, expected: impl Into<String>) -> Self {
-        let text = if raw.setting == Setting::UpstreamProxy {
+        let text = if raw.setting.holds_proxy_url() {
             without_password(&raw.text)
         } else {
             Cow::Borrowed(raw.text.as_str())

@@ -13,11 +13,10 @@ pub(super) fn in_force(chosen: &Chosen) -> Vec<SettingInForce> {
         .map(|&setting| match chosen.get(&setting) {
             Some(raw) => SettingInForce {
                 name: setting.env(),
-                value: match setting {
-                    Setting::UpstreamProxy | Setting::TunnelProxy => {
-                        without_password(&raw.text).into_owned()
-                    }
-                    _ => raw.text.clone(),
+                value: if setting.holds_proxy_url() {
+                    without_password(&raw.text).into_owned()
+                } else {
+                    raw.text.clone()
                 },
                 origin: match &raw.origin {
                     Origin::Default => "default".to_string(),

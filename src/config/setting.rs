@@ -230,6 +230,12 @@ impl Setting {
         self.spec().value_name
     }
 
+    /// Whether the value is a proxy URL, whose password (user-info) is never shown: not in a
+    /// refusal, not on the status page.
+    pub fn holds_proxy_url(self) -> bool {
+        matches!(self, Setting::UpstreamProxy | Setting::TunnelProxy)
+    }
+
     /// Whether the flag may be given without a value, meaning `true`.
     pub fn is_switch(self) -> bool {
         self.spec().switch
