@@ -120,11 +120,14 @@ impl Reloader {
         let next = TargetTable::build(&loaded.tunnel, material.exporters)
             .map(Arc::new)
             .map_err(|e| e.to_string())?;
-        // Kept targets keep their record of scrapes, as they keep their series.
+        // Kept targets keep their record of scrapes, as they keep their series: taken over
+        // before the swap, so that no scrape of the new table starts a record of its own.
         let current = self.targets.load();
+        let mut added = 0;
         for target in next.iter() {
-            if let Some(old) = current.get(&target.name) {
-                target.metrics.take_over_log(&old.metrics);
+            match current.get(&target.name) {
+                Some(old) => target.metrics.take_over_log(&old.metrics),
+                None => added += 1,
             }
         }
         drop(current);
@@ -133,10 +136,6 @@ impl Reloader {
         for target in &removed {
             target.metrics.remove();
         }
-        let added = next
-            .iter()
-            .filter(|t| previous.get(&t.name).is_none())
-            .count();
         Ok(format!(
             "{} now, {added} added, {} removed",
             next.len(),

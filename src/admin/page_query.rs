@@ -4,7 +4,6 @@
 //! rows shown: a table of 10,000 rows takes seconds to lay out, one of 1,000 a fraction of one.
 
 use std::cmp::Ordering;
-use std::fmt::Write;
 
 use super::status::{LastScrape, TargetStatus};
 
@@ -176,30 +175,31 @@ impl PageQuery {
         next.to_query()
     }
 
-    /// `?filter=...&sort=...&limit=...`, what differs from the defaults.
-    pub fn to_query(&self) -> String {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
+    /// The parameters that differ from the defaults, as `(name, value)` in the order
+    /// filter, sort, limit: the query string's, and the filter form's hidden fields.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = Vec::with_capacity(3);
         if !self.filter.is_empty() {
-            query.append_pair("filter", &self.filter);
+            params.push(("filter", self.filter.clone()));
         }
         if let Some((key, descending)) = self.sort {
-            let mut value = String::new();
-            if descending {
-                value.push('-');
-            }
-            let _ = write!(value, "{}", key.as_str());
-            query.append_pair("sort", &value);
+            let sign = if descending { "-" } else { "" };
+            params.push(("sort", format!("{sign}{}", key.as_str())));
         }
         match self.limit {
             Some(DEFAULT_LIMIT) => {}
-            Some(n) => {
-                query.append_pair("limit", &n.to_string());
-            }
-            None => {
-                query.append_pair("limit", "all");
-            }
+            Some(n) => params.push(("limit", n.to_string())),
+            None => params.push(("limit", "all".to_string())),
         }
-        format!("?{}", query.finish())
+        params
+    }
+
+    /// `?filter=...&sort=...&limit=...`, what differs from the defaults.
+    pub fn to_query(&self) -> String {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.params())
+            .finish();
+        format!("?{query}")
     }
 
     /// The `aria-sort` of `key`'s heading.

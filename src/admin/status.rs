@@ -110,8 +110,7 @@ pub struct SettingStatus<'a> {
 }
 
 /// How a target stands, in the order the report lists them.
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TargetState {
     /// Its last scrape failed.
     Failing,
@@ -119,6 +118,23 @@ pub enum TargetState {
     Unscraped,
     /// Its last scrape succeeded.
     Ok,
+}
+
+impl TargetState {
+    /// Its word, in the JSON, on the page and for the filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Failing => "failing",
+            TargetState::Unscraped => "unscraped",
+            TargetState::Ok => "ok",
+        }
+    }
+}
+
+impl Serialize for TargetState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// One target's part of the report.

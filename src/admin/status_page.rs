@@ -12,8 +12,8 @@ use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 use http::{Response, StatusCode};
 use log::warn;
 
-use super::page_query::{PageQuery, SortKey, DEFAULT_LIMIT};
-use super::status::{Counts, StatusReport, TargetState, TargetStatus};
+use super::page_query::{PageQuery, SortKey};
+use super::status::{Counts, StatusReport, TargetStatus};
 use super::{compressed, AdminApp};
 
 impl AdminApp {
@@ -63,7 +63,7 @@ pub fn matches(target: &TargetStatus, needle: &str) -> bool {
             target.name.as_str(),
             target.source,
             target.address.as_str(),
-            state_word(target.state),
+            target.state.as_str(),
             target
                 .last_failure
                 .as_ref()
@@ -71,14 +71,6 @@ pub fn matches(target: &TargetStatus, needle: &str) -> bool {
         ]
         .iter()
         .any(|field| field.to_lowercase().contains(needle))
-}
-
-fn state_word(state: TargetState) -> &'static str {
-    match state {
-        TargetState::Failing => "failing",
-        TargetState::Unscraped => "unscraped",
-        TargetState::Ok => "ok",
-    }
 }
 
 /// `report` as the HTML page asked for by `query`; `counts` of every target, `matching` of them
@@ -124,22 +116,19 @@ pub fn render(
 /// The filter box, the count of rows shown and the table's headings, each a link that sorts by
 /// its column (again for descending).
 fn targets_head(page: &mut String, query: &PageQuery, shown: usize, matching: usize) {
-    let hidden = |name: &str, value: Option<String>| {
-        value.map_or(String::new(), |v| {
+    // The form submits the filter from its box, and the rest of the page's parameters as
+    // they are.
+    let kept: String = query
+        .params()
+        .into_iter()
+        .filter(|(name, _)| *name != "filter")
+        .map(|(name, value)| {
             format!(
                 r#"<input type="hidden" name="{name}" value="{}">"#,
-                attr(&v)
+                attr(&value)
             )
         })
-    };
-    let sort = query
-        .sort
-        .map(|(key, descending)| format!("{}{}", if descending { "-" } else { "" }, key.as_str()));
-    let limit = match query.limit {
-        Some(DEFAULT_LIMIT) => None,
-        Some(n) => Some(n.to_string()),
-        None => Some("all".to_string()),
-    };
+        .collect();
     let more = if shown < matching {
         format!(
             r#" of {matching} matching: <a id="show-all" href="{}">show all</a> or narrow the filter"#,
@@ -152,14 +141,12 @@ fn targets_head(page: &mut String, query: &PageQuery, shown: usize, matching: us
         page,
         r#"<section id="targets"><h2>Targets</h2>
 <form method="get" action="/" id="filter-form"><label for="filter">Filter</label>
-<input type="search" id="filter" name="filter" value="{filter}" placeholder="name, address, state or failure reason" autocomplete="off">{sort}{limit}
+<input type="search" id="filter" name="filter" value="{filter}" placeholder="name, address, state or failure reason" autocomplete="off">{kept}
 <noscript><button type="submit">Apply</button></noscript>
 <span class="shown" id="shown-line"><span id="shown">{shown}</span> shown{more}</span></form>
 <table id="target-table"><thead><tr>
 "#,
         filter = attr(&query.filter),
-        sort = hidden("sort", sort),
-        limit = hidden("limit", limit),
     );
     for (key, heading) in SortKey::COLUMNS {
         let aria = query
@@ -177,7 +164,7 @@ fn targets_head(page: &mut String, query: &PageQuery, shown: usize, matching: us
 
 /// One target's row.
 fn row(page: &mut String, t: &TargetStatus, now: SystemTime) {
-    let state = state_word(t.state);
+    let state = t.state.as_str();
     let _ = write!(
         page,
         r#"<tr class="{state}" data-name="{name_attr}"><td><span class="badge">{state}</span></td><td class="name">{name}</td><td class="address"><span class="source">{source}</span> {address}</td>"#,

@@ -323,10 +323,7 @@ impl Registry {
 
     /// The names registered now, sorted.
     pub fn names(&self) -> Vec<Arc<str>> {
-        let state = self.lock();
-        let mut names: Vec<Arc<str>> = state.clients.keys().cloned().collect();
-        names.sort();
-        names
+        self.listing().into_iter().map(|(name, _)| name).collect()
     }
 }
 
