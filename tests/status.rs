@@ -47,6 +47,16 @@ fn fleet() -> Fleet {
         let answer = get(&tunnel.url(&format!("/metrics?target={target}")));
         assert_eq!(answer.status, status, "{target}");
     }
+    // A scrape is recorded just after its answer is sent: the tests start once all four are.
+    wait_for(&tunnel, |s| {
+        s["targets"].as_array().is_some_and(|targets| {
+            targets
+                .iter()
+                .filter_map(|t| t["scrapes5m"].as_u64())
+                .sum::<u64>()
+                == 4
+        })
+    });
     Fleet {
         tunnel,
         conf,
