@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod connect;
+pub mod http1;
 pub mod idle;
 
 use std::hash::{Hash, Hasher};

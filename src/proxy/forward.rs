@@ -1,5 +1,5 @@
-//! A scrape forwarded to its exporter on Pingora's HTTP/1 client session, and the answer
-//! streamed to the client as it comes.
+//! A scrape forwarded to its exporter on the tunnel's HTTP/1 client (`upstream/http1.rs`), and
+//! the answer streamed to the client as it comes.
 //!
 //! The request is written, the response header read and passed on, and the body written to
 //! the client straight from the exporter's read buffer, in one future. Connections come from
@@ -12,17 +12,17 @@
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{Method, Version};
+use http::Version;
 use log::debug;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
-use pingora_core::protocols::http::v1::client::HttpSession as ExporterSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
+use crate::upstream::http1::ExporterExchange;
 use crate::upstream::idle::IdleConnections;
 
 /// Forwards bodiless requests to exporters over kept-alive HTTP/1 connections.
@@ -49,6 +49,16 @@ impl ScrapeDeadline {
     /// Time left before the deadline (zero once it passed).
     pub fn remaining(&self) -> Duration {
         self.limit.saturating_sub(self.start.elapsed())
+    }
+
+    /// The instant the deadline passes, for timers.
+    fn until(&self) -> tokio::time::Instant {
+        // A limit too far to add (never configured in practice) is as good as a year.
+        let end = self
+            .start
+            .checked_add(self.limit)
+            .unwrap_or_else(|| self.start + Duration::from_secs(365 * 24 * 3600));
+        tokio::time::Instant::from_std(end)
     }
 
     /// The error for an answer whose header was not read in time: 504, counted as a timeout.
@@ -132,16 +142,13 @@ impl Forwarder {
                     (stream, false)
                 }
             };
-            let mut exporter = ExporterSession::new_with_options(stream, peer);
             // `exchange` bounds each step by what is left of the deadline, not the peer's
             // fixed timeouts, which a trickling exporter could renew read after read.
-            exporter.read_timeout = None;
-            exporter.write_timeout = None;
-            match exchange(&mut exporter, reused, session, request, deadline).await {
+            let mut exporter = ExporterExchange::new(stream);
+            match exchange(&mut exporter, reused, session, &request, deadline).await {
                 Ok(()) => {
                     // Kept only if the exporter allows it and the answer was read whole.
-                    exporter.respect_keepalive();
-                    if let Some(stream) = exporter.reuse().await {
+                    if let Some(stream) = exporter.into_reusable() {
                         idle.put(stream, peer.address().clone(), self.keep_idle);
                     }
                     return Ok(());
@@ -159,45 +166,28 @@ impl Forwarder {
     }
 }
 
-/// The request written and the final answer's header read; informational answers
-/// (100 Continue) are skipped: the final one follows on the same connection, and a scraper
-/// has no use for them.
+/// The request written and the final answer's header read (informational answers skipped).
 async fn request_and_answer(
-    exporter: &mut ExporterSession,
+    exporter: &mut ExporterExchange,
     reused: bool,
-    request: Box<RequestHeader>,
-) -> Result<(), TryFailure> {
+    request: &RequestHeader,
+) -> Result<Box<ResponseHeader>, TryFailure> {
     exporter
-        .write_request_header(request)
+        .send(request)
         .await
         .map_err(|e| TryFailure::before_answer(e, reused))?;
-    loop {
-        exporter
-            .read_response()
-            .await
-            .map_err(|e| TryFailure::before_answer(e, reused))?;
-        match exporter.get_status().map(|s| s.as_u16()) {
-            Some(101) => {
-                return Err(TryFailure::Fail(
-                    Error::explain(
-                        ErrorType::H1Error,
-                        "the exporter switched protocols, which no scrape asks for",
-                    )
-                    .into_up(),
-                ))
-            }
-            Some(100..=199) => continue,
-            _ => return Ok(()),
-        }
-    }
+    exporter
+        .read_header()
+        .await
+        .map_err(|e| TryFailure::before_answer(e, reused))
 }
 
 /// One try: the request out, the answer through to the client, while the client is watched.
 async fn exchange(
-    exporter: &mut ExporterSession,
+    exporter: &mut ExporterExchange,
     reused: bool,
     session: &mut impl ScrapeClient,
-    request: Box<RequestHeader>,
+    request: &RequestHeader,
     deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
     // One timer for the request and the whole header, however slowly it trickles in.
@@ -205,29 +195,20 @@ async fn exchange(
         deadline.remaining(),
         request_and_answer(exporter, reused, request),
     );
-    tokio::select! {
+    let mut header = tokio::select! {
         biased;
         answered = answer => match answered {
             Ok(answered) => answered?,
             Err(_) => return Err(TryFailure::Fail(deadline.passed_before_answer())),
         },
         gone = session.gone() => return Err(TryFailure::Fail(gone)),
-    }
-    let Some(header) = exporter.resp_header() else {
-        return Err(TryFailure::Fail(
-            Error::explain(ErrorType::H1Error, "no response header from the exporter").into_up(),
-        ));
     };
-    let mut header = Box::new(header.clone());
     // The version of a response is its sender's: the tunnel speaks HTTP/1.1 to the client
     // whatever the exporter spoke.
     header.set_version(Version::HTTP_11);
     // A body that ends when the connection closes (HTTP/1.0 style) goes on chunked, so the
     // client's connection stays open; pingora-proxy does the same.
-    let bodiless =
-        session.req_header().method == Method::HEAD || matches!(header.status.as_u16(), 204 | 304);
-    if !bodiless
-        && !exporter.is_body_done()
+    if exporter.body_until_close()
         && header.headers.get(TRANSFER_ENCODING).is_none()
         && header.headers.get(CONTENT_LENGTH).is_none()
     {
@@ -241,16 +222,16 @@ async fn exchange(
         .write_response_header(header)
         .await
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
+    let until = deadline.until();
     while !exporter.is_body_done() {
         // Each read may take what is left of the deadline, so a trickling body ends with it.
         let left = deadline.remaining();
         if left.is_zero() {
             return Err(TryFailure::Fail(deadline.passed_mid_body()));
         }
-        exporter.read_timeout = Some(left);
         let chunk = tokio::select! {
             biased;
-            read = exporter.read_body_ref() => match read {
+            read = exporter.read_body(until) => match read {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) if e.etype() == &ErrorType::ReadTimedout => {

@@ -1,0 +1,312 @@
+//! The tunnel's HTTP/1 client for scrapes: one bodiless request written to an exporter
+//! connection, and the answer read from one buffer and handed on as it comes.
+//!
+//! Why not Pingora's client session (`pingora_core::protocols::http::v1::client`): Pingora's
+//! connector leaves upstream streams unbuffered, and its session reads a response header into
+//! 4 KiB, so a node_exporter page (about 10 KB gzip-compressed, what Prometheus asks for by
+//! default) took two reads from the socket where HAProxy takes one; its header was then built
+//! into a map that the proxy cloned for the client. Here the first read takes up to 64 KiB, the
+//! header is parsed once (httparse, as Pingora does) into the very header the client is sent,
+//! and the body is passed on from the same buffer. The measured difference is in
+//! benches/README.md.
+//!
+//! Framing follows RFC 9112 section 6.3, as Pingora's does: no body after HEAD, 204 and 304;
+//! chunked when the last transfer coding is `chunked` (a `Content-Length` beside it is dropped);
+//! then `Content-Length` (duplicates must agree); else the body ends when the exporter closes
+//! the connection. Informational answers (1xx) are skipped; 101 is refused, since no scrape asks
+//! to switch protocols. A connection is offered for reuse only when its answer was read whole,
+//! nothing more arrived after it, and the exporter keeps it alive (HTTP/1.1 unless it says
+//! `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, BufMut, BytesMut};
+use http::{Method, Version};
+use log::trace;
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod body;
+mod framing;
+
+use body::{BodyState, ChunkState};
+use framing::{build_header, span, FieldSpan, Framing};
+
+/// What one read from the exporter may take: the whole of a typical page's answer, so that it
+/// arrives in one system call; Pingora's body reads use the same size.
+const READ_SIZE: usize = 64 * 1024;
+
+/// The longest response header accepted, Pingora's limit.
+const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
+
+/// The most header fields in a response, Pingora's limit.
+const MAX_HEADERS: usize = 256;
+
+/// The longest chunk-size line or trailer field accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// One exporter connection carrying one scrape: the request, then the answer's header and body.
+pub struct ExporterExchange {
+    stream: Stream,
+    /// Bytes read from the exporter and not yet handed on; the request is also serialised here.
+    buf: BytesMut,
+    /// Bytes at the front of `buf` handed on by the last [`ExporterExchange::read_body`], to
+    /// drop at the next call (the caller held a slice of them until then).
+    handed: usize,
+    /// Where the answer's body stands.
+    body: BodyState,
+    /// Whether the request was HEAD, whose answer has no body whatever its header says.
+    head: bool,
+    /// Whether the exporter lets the connection carry another request.
+    keep_alive: bool,
+}
+
+/// An error of the exporter's side of the exchange.
+fn exporter_error(etype: ErrorType, context: impl Into<String>) -> Box<Error> {
+    Error::explain(etype, context.into()).into_up()
+}
+
+impl ExporterExchange {
+    /// An exchange on `stream`, a new connection or one kept alive since an earlier scrape.
+    pub fn new(stream: Stream) -> Self {
+        ExporterExchange {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            handed: 0,
+            body: BodyState::Unknown,
+            head: false,
+            keep_alive: false,
+        }
+    }
+
+    /// Writes `request` (bodiless) to the exporter. Errors are marked retryable on a reused
+    /// connection the exporter closed while it was idle, as Pingora marks them.
+    pub async fn send(&mut self, request: &RequestHeader) -> Result<()> {
+        let version: &[u8] = match request.version {
+            Version::HTTP_10 => b"HTTP/1.0",
+            Version::HTTP_11 => b"HTTP/1.1",
+            other => {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    format!("cannot send an {other:?} request on an HTTP/1 connection"),
+                ))
+            }
+        };
+        let path = request.raw_path();
+        if path
+            .iter()
+            .any(|b| matches!(b, b'\0' | b'\r' | b'\n' | b' '))
+        {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "the request target holds a space, CR, LF or NUL, which HTTP/1 cannot carry",
+            ));
+        }
+        self.head = request.method == Method::HEAD;
+        self.buf.clear();
+        self.buf.put_slice(request.method.as_str().as_bytes());
+        self.buf.put_u8(b' ');
+        self.buf.put_slice(path);
+        self.buf.put_u8(b' ');
+        self.buf.put_slice(version);
+        self.buf.put_slice(b"\r\n");
+        request.header_to_h1_wire(&mut self.buf);
+        self.buf.put_slice(b"\r\n");
+        // Pingora's own line, which `logging::redact` masks the credentials of.
+        trace!("Writing request header: {:?}", self.buf);
+        let written = self.stream.write_all(&self.buf).await;
+        let written = match written {
+            Ok(()) => self.stream.flush().await,
+            Err(e) => Err(e),
+        };
+        self.buf.clear();
+        written.or_err(
+            ErrorType::WriteError,
+            "while writing the request to the exporter",
+        )
+    }
+
+    /// Reads the final answer's header, skipping informational ones, and returns it as the
+    /// client is to be sent it (a `Content-Length` beside `Transfer-Encoding` dropped).
+    pub async fn read_header(&mut self) -> Result<Box<ResponseHeader>> {
+        loop {
+            let (header, framing) = self.read_one_header().await?;
+            match header.status.as_u16() {
+                101 => {
+                    return Err(exporter_error(
+                        ErrorType::H1Error,
+                        "the exporter switched protocols, which no scrape asks for",
+                    ))
+                }
+                100..=199 => continue,
+                status => {
+                    self.frame(&header, &framing, status)?;
+                    return Ok(header);
+                }
+            }
+        }
+    }
+
+    /// Decides how the body of the answer `header` is framed and whether the connection may
+    /// be kept.
+    fn frame(&mut self, header: &ResponseHeader, framing: &Framing, status: u16) -> Result<()> {
+        self.body = if self.head || matches!(status, 204 | 304) {
+            BodyState::Length(0)
+        } else if framing.chunked {
+            BodyState::Chunked(ChunkState::Size)
+        } else if framing.transfer_encoding {
+            BodyState::UntilClose
+        } else {
+            match framing.content_length {
+                Some(Ok(length)) => BodyState::Length(length),
+                Some(Err(())) => {
+                    return Err(exporter_error(
+                        ErrorType::InvalidHTTPHeader,
+                        "the exporter's Content-Length is not a number, or its values disagree",
+                    ))
+                }
+                None => BodyState::UntilClose,
+            }
+        };
+        if self.body == BodyState::Length(0) {
+            self.body = BodyState::Done;
+        }
+        // RFC 9112 section 6.1: an HTTP/1.0 answer with Transfer-Encoding closes its connection.
+        self.keep_alive = self.body != BodyState::UntilClose
+            && !framing.close
+            && match header.version {
+                Version::HTTP_11 => true,
+                _ => framing.keep_alive && !framing.transfer_encoding,
+            };
+        Ok(())
+    }
+
+    /// Reads and parses one response header, informational or final.
+    async fn read_one_header(&mut self) -> Result<(Box<ResponseHeader>, Framing)> {
+        let mut parse_first = !self.buf.is_empty();
+        loop {
+            if parse_first {
+                // Left uninitialised: zeroing 256 fields (8 KiB) per scrape cost more than the
+                // parse itself.
+                let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+                let mut response = httparse::Response::new(&mut []);
+                let mut parser = httparse::ParserConfig::default();
+                parser.allow_spaces_after_header_name_in_responses(true);
+                parser.allow_obsolete_multiline_headers_in_responses(true);
+                match parser.parse_response_with_uninit_headers(
+                    &mut response,
+                    &self.buf,
+                    &mut fields,
+                ) {
+                    Ok(httparse::Status::Complete(length)) => {
+                        let framing = Framing::of(response.headers);
+                        let code = response.code.unwrap_or_default();
+                        let version = response.version;
+                        let reason = response.reason.map(str::to_owned);
+                        let count = response.headers.len();
+                        let spans: Vec<_> = response
+                            .headers
+                            .iter()
+                            .map(|f| FieldSpan {
+                                name: span(&self.buf, f.name.as_bytes()),
+                                value: span(&self.buf, f.value),
+                            })
+                            .collect();
+                        // The header's bytes become the fields' own, without a copy; the body's
+                        // stay in the buffer.
+                        let raw = self.buf.split_to(length).freeze();
+                        let header = build_header(
+                            code,
+                            version,
+                            reason.as_deref(),
+                            count,
+                            &raw,
+                            &spans,
+                            framing.transfer_encoding,
+                        )?;
+                        return Ok((header, framing));
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(e) => {
+                        return Err(Error::because(
+                            ErrorType::InvalidHTTPHeader,
+                            "the exporter's answer is not an HTTP/1 response",
+                            e,
+                        )
+                        .into_up())
+                    }
+                }
+                if self.buf.len() > MAX_HEADER_BYTES {
+                    return Err(exporter_error(
+                        ErrorType::InvalidHTTPHeader,
+                        format!("the exporter's response header is over {MAX_HEADER_BYTES} bytes"),
+                    ));
+                }
+            }
+            let before = self.buf.len();
+            match self.fill().await {
+                Ok(0) => {
+                    let mut e = exporter_error(
+                        ErrorType::ConnectionClosed,
+                        format!("the exporter closed the connection after {before} bytes of the response header"),
+                    );
+                    // A kept-alive connection the exporter closed while it was idle.
+                    e.retry = RetryType::ReusedOnly;
+                    return Err(e);
+                }
+                Ok(_) => parse_first = true,
+                Err(e) => {
+                    let io_error = e.raw_os_error().is_some();
+                    let mut e = Error::because(
+                        ErrorType::ReadError,
+                        format!("while reading the response header, {before} bytes read"),
+                        e,
+                    )
+                    .into_up();
+                    // A reset of an idle connection; a TLS error is not safe to retry.
+                    if io_error {
+                        e.retry = RetryType::ReusedOnly;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Reads more of the answer into the buffer's free space; the number of bytes read, 0 when
+    /// the exporter closed the connection.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            // Reclaims the whole allocation once every byte of it has been handed on.
+            self.buf.clear();
+        }
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Whether the body ends only when the exporter closes the connection: such a body is sent
+    /// on to the client chunked, so the client's connection stays open.
+    pub fn body_until_close(&self) -> bool {
+        self.body == BodyState::UntilClose
+    }
+
+    /// Whether the whole body has been handed on.
+    pub fn is_body_done(&self) -> bool {
+        self.body == BodyState::Done
+    }
+
+    /// The connection, if it can carry another scrape: the answer was read whole, nothing
+    /// followed it, and the exporter keeps it alive. Otherwise it is closed.
+    pub fn into_reusable(mut self) -> Option<Stream> {
+        self.buf.advance(std::mem::take(&mut self.handed));
+        (self.keep_alive && self.body == BodyState::Done && self.buf.is_empty())
+            .then_some(self.stream)
+    }
+}
+
+#[cfg(test)]
+mod tests;

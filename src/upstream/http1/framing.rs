@@ -1,0 +1,124 @@
+//! What an answer's header says: how its body is framed and whether its connection may be kept,
+//! read from the parsed fields in one pass, and the header built for the client from the same
+//! bytes.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::Version;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+
+/// How the answer's header frames its body, read from its fields in one pass.
+#[derive(Debug, Default)]
+pub(super) struct Framing {
+    /// Any `Transfer-Encoding` field.
+    pub(super) transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    pub(super) chunked: bool,
+    /// The body's length; `Err` when the `Content-Length` fields are invalid or disagree.
+    pub(super) content_length: Option<Result<u64, ()>>,
+    /// `Connection: keep-alive`.
+    pub(super) keep_alive: bool,
+    /// `Connection: close`.
+    pub(super) close: bool,
+}
+
+impl Framing {
+    pub(super) fn of(fields: &[httparse::Header<'_>]) -> Self {
+        let mut framing = Framing::default();
+        for field in fields {
+            let name = field.name.as_bytes();
+            if name.eq_ignore_ascii_case(CONTENT_LENGTH.as_str().as_bytes()) {
+                framing.content_length = Some(content_length(
+                    field.value,
+                    framing.content_length.unwrap_or(Ok(u64::MAX)),
+                ));
+            } else if name.eq_ignore_ascii_case(TRANSFER_ENCODING.as_str().as_bytes()) {
+                framing.transfer_encoding = true;
+                // Only the last coding of the last field counts.
+                let last = field.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                framing.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            } else if name.eq_ignore_ascii_case(CONNECTION.as_str().as_bytes()) {
+                for token in field.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    framing.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    framing.close |= token.eq_ignore_ascii_case(b"close");
+                }
+            }
+        }
+        framing
+    }
+}
+
+/// A `Content-Length` value reconciled with the ones before it (`u64::MAX`: none yet): every
+/// comma-separated value must be digits, and all must agree (RFC 9110 section 8.6).
+fn content_length(value: &[u8], before: Result<u64, ()>) -> Result<u64, ()> {
+    let mut agreed = before?;
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|n| *n != u64::MAX)
+            .ok_or(())?;
+        if agreed != u64::MAX && agreed != n {
+            return Err(());
+        }
+        agreed = n;
+    }
+    Ok(agreed)
+}
+
+/// Where a header field's name and value lie in the header's bytes.
+pub(super) struct FieldSpan {
+    pub(super) name: Range<usize>,
+    pub(super) value: Range<usize>,
+}
+
+/// Where `part`, a slice of `buf`, lies in it.
+pub(super) fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// The response header for the client from the parsed fields at `spans` of `raw`, their names'
+/// case kept.
+pub(super) fn build_header(
+    code: u16,
+    version: Option<u8>,
+    reason: Option<&str>,
+    count: usize,
+    raw: &Bytes,
+    spans: &[FieldSpan],
+    transfer_encoding: bool,
+) -> Result<Box<ResponseHeader>> {
+    let invalid = |e: Box<Error>| {
+        Error::because(
+            ErrorType::InvalidHTTPHeader,
+            "the exporter's response header is not valid",
+            e,
+        )
+        .into_up()
+    };
+    let mut header = Box::new(ResponseHeader::build(code, Some(count)).map_err(invalid)?);
+    header.set_version(match version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    });
+    header.set_reason_phrase(reason).map_err(invalid)?;
+    for field in spans {
+        let name = raw.slice(field.name.clone());
+        let value = pingora_http::header_value_from_raw(raw.slice(field.value.clone()));
+        header.append_header(name, value).map_err(invalid)?;
+    }
+    if transfer_encoding {
+        // RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length, which must go.
+        header.remove_header(&CONTENT_LENGTH);
+    }
+    Ok(header)
+}

@@ -1,0 +1,350 @@
+//! The HTTP/1 client against a real socket: what it writes, and how it reads each framing a
+//! real exporter may send, in one piece and trickled.
+
+use std::time::Duration;
+
+use http::header::CONTENT_LENGTH;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use super::*;
+
+/// An exchange on one end of a socket pair, and the exporter's end.
+fn pair() -> (ExporterExchange, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let ours = pingora_core::protocols::l4::stream::Stream::from(ours);
+    (ExporterExchange::new(Box::new(ours)), theirs)
+}
+
+fn get(method: &str) -> RequestHeader {
+    let mut request = RequestHeader::build(method, b"/metrics?x=1", None).expect("request");
+    request
+        .insert_header("Host", "exporter:9100")
+        .expect("host");
+    request
+        .insert_header("Accept-Encoding", "gzip")
+        .expect("accept-encoding");
+    request
+}
+
+/// The exporter's end: reads the request, then writes `pieces` with a pause between them so
+/// that each arrives in a read of its own. Returns the request it read.
+async fn answer(mut theirs: UnixStream, pieces: Vec<Vec<u8>>) -> (String, UnixStream) {
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        assert_eq!(theirs.read(&mut byte).await.expect("read request"), 1);
+        request.push(byte[0]);
+    }
+    for piece in pieces {
+        theirs.write_all(&piece).await.expect("write answer");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (String::from_utf8(request).expect("ascii request"), theirs)
+}
+
+/// The whole body as the client would be sent it.
+async fn body(exchange: &mut ExporterExchange) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(piece) = exchange.read_body(far()).await? {
+        body.extend_from_slice(piece);
+    }
+    Ok(body)
+}
+
+fn bytes(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn a_content_length_answer_is_read_whole_and_the_connection_kept() {
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Exporter-Name: Node\r\nContent-Length: 11\r\n\r\nup 1\nload 2",
+        )],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    let header = exchange.read_header().await.expect("header");
+    assert_eq!(header.status.as_u16(), 200);
+    assert_eq!(body(&mut exchange).await.expect("body"), b"up 1\nload 2");
+    let (request, _theirs) = exporter.await.expect("exporter");
+    assert!(
+        request.starts_with("GET /metrics?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("Host: exporter:9100\r\n"), "{request}");
+    assert!(request.contains("Accept-Encoding: gzip\r\n"), "{request}");
+    // The exporter's spelling of a field name goes on to the client.
+    let mut wire = BytesMut::new();
+    header.header_to_h1_wire(&mut wire);
+    assert!(
+        String::from_utf8_lossy(&wire).contains("X-Exporter-Name: Node"),
+        "{wire:?}"
+    );
+    assert!(exchange.into_reusable().is_some());
+}
+
+#[tokio::test]
+async fn a_chunked_answer_trickling_in_is_unframed_and_its_trailers_dropped() {
+    let (mut exchange, theirs) = pair();
+    let pieces = [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n",
+        "5\r\nhel",
+        "lo\r\n",
+        "6;ext=1\r\n wor",
+        "ld\r\n0\r\nX-Trailer: 1\r\n",
+        "\r\n",
+    ];
+    let exporter = tokio::spawn(answer(theirs, pieces.iter().map(|p| bytes(p)).collect()));
+    exchange.send(&get("GET")).await.expect("send");
+    let header = exchange.read_header().await.expect("header");
+    // Transfer-Encoding overrides Content-Length, which does not reach the client.
+    assert!(header.headers.get(CONTENT_LENGTH).is_none());
+    assert!(!exchange.body_until_close());
+    assert_eq!(body(&mut exchange).await.expect("body"), b"hello world");
+    exporter.await.expect("exporter");
+    assert!(exchange.into_reusable().is_some());
+}
+
+#[tokio::test]
+async fn a_body_without_a_length_ends_with_the_connection_which_is_not_kept() {
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(async move {
+        let (_, theirs) = answer(
+            theirs,
+            vec![bytes("HTTP/1.0 200 OK\r\n\r\nup 1\n"), bytes("up 2\n")],
+        )
+        .await;
+        drop(theirs);
+    });
+    exchange.send(&get("GET")).await.expect("send");
+    let header = exchange.read_header().await.expect("header");
+    assert_eq!(header.version, Version::HTTP_10);
+    assert!(exchange.body_until_close());
+    assert_eq!(body(&mut exchange).await.expect("body"), b"up 1\nup 2\n");
+    exporter.await.expect("exporter");
+    assert!(exchange.into_reusable().is_none());
+}
+
+#[tokio::test]
+async fn a_large_body_arrives_whole_over_many_reads() {
+    let (mut exchange, theirs) = pair();
+    let page: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut answer_bytes = bytes(&format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        page.len()
+    ));
+    answer_bytes.extend_from_slice(&page);
+    let exporter = tokio::spawn(answer(theirs, vec![answer_bytes]));
+    exchange.send(&get("GET")).await.expect("send");
+    exchange.read_header().await.expect("header");
+    let mut reads = 0;
+    let mut got = Vec::new();
+    while let Some(piece) = exchange.read_body(far()).await.expect("body") {
+        assert!(piece.len() <= READ_SIZE + READ_SIZE / 4, "{}", piece.len());
+        got.extend_from_slice(piece);
+        reads += 1;
+    }
+    assert!(got == page, "the body differs");
+    assert!(reads > 1);
+    exporter.await.expect("exporter");
+    assert!(exchange.into_reusable().is_some());
+}
+
+#[tokio::test]
+async fn head_204_and_304_have_no_body_whatever_their_header_says() {
+    for (method, status) in [("HEAD", 200), ("GET", 204), ("GET", 304)] {
+        let (mut exchange, theirs) = pair();
+        let exporter = tokio::spawn(answer(
+            theirs,
+            vec![bytes(&format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: 500\r\n\r\n"
+            ))],
+        ));
+        exchange.send(&get(method)).await.expect("send");
+        exchange.read_header().await.expect("header");
+        assert!(exchange.is_body_done(), "{method} {status}");
+        assert_eq!(body(&mut exchange).await.expect("body"), b"");
+        exporter.await.expect("exporter");
+        assert!(exchange.into_reusable().is_some(), "{method} {status}");
+    }
+}
+
+#[tokio::test]
+async fn an_informational_answer_is_skipped_and_a_switch_of_protocols_refused() {
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        )],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    assert_eq!(
+        exchange
+            .read_header()
+            .await
+            .expect("header")
+            .status
+            .as_u16(),
+        200
+    );
+    assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
+    exporter.await.expect("exporter");
+
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        )],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    let e = exchange.read_header().await.expect_err("101 refused");
+    assert_eq!(e.etype(), &ErrorType::H1Error);
+    assert!(e.to_string().contains("switched protocols"), "{e}");
+    exporter.await.expect("exporter");
+}
+
+#[tokio::test]
+async fn bad_framing_is_refused_with_what_was_wrong() {
+    let cases = [
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+            "Content-Length",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+            "Content-Length",
+        ),
+        ("HTTP/1.1 2OO OK\r\n\r\n", "not an HTTP/1 response"),
+    ];
+    for (answer_text, named) in cases {
+        let (mut exchange, theirs) = pair();
+        let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
+        exchange.send(&get("GET")).await.expect("send");
+        let e = exchange.read_header().await.expect_err(answer_text);
+        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{answer_text}");
+        assert!(e.to_string().contains(named), "{e}");
+        exporter.await.expect("exporter");
+    }
+
+    // Identical duplicates are one length (RFC 9110 section 8.6).
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok",
+        )],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    exchange.read_header().await.expect("header");
+    assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
+    exporter.await.expect("exporter");
+
+    // A chunk longer than its size.
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokay\r\n0\r\n\r\n",
+        )],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    exchange.read_header().await.expect("header");
+    let e = body(&mut exchange).await.expect_err("bad chunk");
+    assert!(e.to_string().contains("chunked body is malformed"), "{e}");
+    exporter.await.expect("exporter");
+}
+
+#[tokio::test]
+async fn an_exporter_that_closes_early_is_an_error_and_retryable_only_before_the_header() {
+    // Closed before any answer: what a kept-alive connection closed while idle looks like.
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(async move {
+        let (_, theirs) = answer(theirs, vec![]).await;
+        drop(theirs);
+    });
+    exchange.send(&get("GET")).await.expect("send");
+    let e = exchange.read_header().await.expect_err("closed");
+    assert_eq!(e.etype(), &ErrorType::ConnectionClosed);
+    assert_eq!(e.retry, RetryType::ReusedOnly);
+    exporter.await.expect("exporter");
+
+    // Closed mid-body: the client must not take a short page for a whole one.
+    for truncated in [
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nshort\r\n",
+    ] {
+        let (mut exchange, theirs) = pair();
+        let exporter = tokio::spawn(async move {
+            let (_, theirs) = answer(theirs, vec![bytes(truncated)]).await;
+            drop(theirs);
+        });
+        exchange.send(&get("GET")).await.expect("send");
+        exchange.read_header().await.expect("header");
+        let e = body(&mut exchange).await.expect_err(truncated);
+        assert_eq!(e.etype(), &ErrorType::ConnectionClosed, "{truncated}");
+        assert!(e.to_string().contains("closed the connection"), "{e}");
+        exporter.await.expect("exporter");
+    }
+}
+
+#[tokio::test]
+async fn only_a_connection_the_exporter_keeps_alive_and_read_exactly_is_reused() {
+    let cases = [
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        ("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        (
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
+            true,
+        ),
+        // More than the answer: the connection's next bytes are not an answer to anything.
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false),
+    ];
+    for (answer_text, kept) in cases {
+        let (mut exchange, theirs) = pair();
+        let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
+        exchange.send(&get("GET")).await.expect("send");
+        exchange.read_header().await.expect("header");
+        assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
+        assert_eq!(exchange.into_reusable().is_some(), kept, "{answer_text}");
+        exporter.await.expect("exporter");
+    }
+}
+
+/// A deadline no test reaches.
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+#[tokio::test]
+async fn a_body_still_arriving_at_the_deadline_is_a_read_timeout() {
+    let (mut exchange, theirs) = pair();
+    let exporter = tokio::spawn(answer(
+        theirs,
+        vec![bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nup 1\n")],
+    ));
+    exchange.send(&get("GET")).await.expect("send");
+    exchange.read_header().await.expect("header");
+    let until = Instant::now() + Duration::from_millis(200);
+    let mut got = Vec::new();
+    let e = loop {
+        match exchange.read_body(until).await {
+            Ok(Some(piece)) => got.extend_from_slice(piece),
+            Ok(None) => panic!("a body 5 bytes short ended"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, b"up 1\n");
+    assert_eq!(e.etype(), &ErrorType::ReadTimedout);
+    assert!(Instant::now() >= until);
+    let (_, _theirs) = exporter.await.expect("exporter");
+}
