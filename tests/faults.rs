@@ -233,6 +233,37 @@ fn a_close_delimited_answer_reaches_the_client_chunked_and_whole() {
 }
 
 #[test]
+fn a_chunked_page_arrives_whole_and_its_connection_carries_the_next_scrape() {
+    let page = exporter_page(20_000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::Chunked);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let client = agent();
+    for _ in 0..3 {
+        let answer = request(&client, "GET", &tunnel.url("/metrics"), &[]);
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == page, "body differs from the exporter's page");
+    }
+    // Read to its last chunk, trailer included, the connection was kept for the next scrape.
+    assert_eq!(exporter.connections(), 1);
+    // The client gets it chunked too, without the exporter's trailer.
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(5));
+    assert_eq!(raw_status(&raw), Some(200));
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(!text.contains("x-trailer"), "the trailer was passed on");
+    assert!(
+        raw.ends_with(b"0\r\n\r\n"),
+        "the chunked body was not ended"
+    );
+    let m = tunnel.metrics_after(4);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        4.0
+    );
+}
+
+#[test]
 fn an_informational_answer_before_the_page_is_skipped() {
     let page = exporter_page(1000);
     let exporter = Exporter::start(page.clone());

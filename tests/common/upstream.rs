@@ -50,6 +50,10 @@ pub enum Fault {
     Informational,
     /// Sends its header a line every 200 ms, for ten seconds.
     TrickleHeader,
+    /// Answers the page chunked, as Go's net/http (node_exporter's server) does for a page it
+    /// did not hold whole: 4 KiB chunks, one with an extension, then a trailer field, each
+    /// piece in a write of its own.
+    Chunked,
 }
 
 struct State {
@@ -239,6 +243,31 @@ fn serve(stream: TcpStream, state: &State) {
             "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
             state.page.len()
         );
+        if fault == Fault::Chunked {
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for (i, chunk) in state.page.chunks(4096).enumerate() {
+                let size = if i == 1 {
+                    format!("{:x};ext=1\r\n", chunk.len())
+                } else {
+                    format!("{:x}\r\n", chunk.len())
+                };
+                let mut piece = size.into_bytes();
+                piece.extend_from_slice(chunk);
+                piece.extend_from_slice(b"\r\n");
+                if writer.write_all(&piece).is_err() {
+                    return;
+                }
+            }
+            if writer.write_all(b"0\r\nX-Trailer: done\r\n\r\n").is_err() {
+                return;
+            }
+            continue;
+        }
         if fault == Fault::CutMidBody {
             let _ = writer.write_all(head.as_bytes());
             let _ = writer.write_all(&state.page[..state.page.len() / 2]);
