@@ -6,8 +6,11 @@
 //!   listening `Service` and accept loop (with a `connection_filter`, `listener/gate.rs`), its
 //!   TLS `Acceptor`, its HTTP/1 server session (request parsing, response writing), its
 //!   `TransportConnector` with `HttpPeer` and `PeerOptions` (connect, TLS to the exporter,
-//!   `custom_l4` for forward proxies) and its HTTP/1 client session; `BackgroundService` for
-//!   reloads.
+//!   `custom_l4` for forward proxies); `BackgroundService` for reloads.
+//! - not used: pingora-core's HTTP/1 client session. The exporter's answer is read by the
+//!   tunnel's own client (`upstream/http1.rs`) on the stream Pingora's connector opened: one
+//!   read takes a whole gzip-compressed page where Pingora's took two, and the header is
+//!   parsed once into what the client is sent (why, and what it saved: that module's doc).
 //! - not used: pingora-proxy. None of its `ProxyHttp` hooks (`request_filter`,
 //!   `upstream_peer`, `upstream_response_filter`, `response_filter`, `fail_to_connect`,
 //!   `error_while_proxy`, `fail_to_proxy`, `logging`) exists here, and neither does Pingora's
