@@ -314,7 +314,12 @@ impl TunnelProxy {
                 &peer,
                 target.upstream.idle_connections(),
                 ctx.scrape_deadline(),
-                |client| rewrite::upstream_request(client, target, path, start, strip_client_auth),
+                rewrite::ScrapeRequest {
+                    target,
+                    forwarded_path: path,
+                    now: start,
+                    strip_client_auth,
+                },
             )
             .await
     }

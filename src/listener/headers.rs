@@ -38,6 +38,28 @@ const HOP_BY_HOP: [&str; 10] = [
     "http2-settings",
 ];
 
+/// The fields the request's `Connection` names: they stay with the client's connection. Empty,
+/// without allocating, when it has no `Connection` (a scrape has none).
+pub fn connection_named(req: &RequestHeader) -> Vec<HeaderName> {
+    req.headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .collect()
+}
+
+/// Whether the field `name` (in any case) is meant for the tunnel's connection only: a standard
+/// hop-by-hop field, or one of `named`, what `Connection` names ([`connection_named`]).
+pub fn is_hop_by_hop(name: &[u8], named: &[HeaderName]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
+        || named
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+}
+
 /// Removes the headers meant for the tunnel's connection only: those `Connection` names, then
 /// the standard ones. An upgrade handshake (WebSocket, h2c) goes with them: an exporter is
 /// never upgraded.
@@ -47,14 +69,7 @@ pub fn strip_hop_by_hop(req: &mut RequestHeader) {
     if !req.headers.keys().any(hop_by_hop) {
         return;
     }
-    let named: Vec<HeaderName> = req
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
-        .collect();
-    for name in &named {
+    for name in &connection_named(req) {
         req.remove_header(name);
     }
     for name in HOP_BY_HOP {

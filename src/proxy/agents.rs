@@ -10,6 +10,7 @@ use log::debug;
 use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
+use pingora_http::RequestHeader;
 
 use super::{deadline, RequestCtx, TunnelProxy};
 use crate::agent::directory::Lookup;
@@ -65,7 +66,7 @@ impl TunnelProxy {
                         &peer,
                         &peers.idle,
                         ctx.scrape_deadline(),
-                        |client| {
+                        |client: &RequestHeader| {
                             let mut req = Box::new(client.clone());
                             req.set_version(Version::HTTP_11);
                             rewrite::strip_hop_by_hop(&mut req);

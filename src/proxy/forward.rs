@@ -18,11 +18,11 @@ use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 
 use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
-use crate::upstream::http1::ExporterExchange;
+use crate::upstream::http1::{ExporterExchange, ExporterRequest};
 use crate::upstream::idle::IdleConnections;
 
 /// Forwards bodiless requests to exporters over kept-alive HTTP/1 connections.
@@ -125,12 +125,11 @@ impl Forwarder {
         peer: &HttpPeer,
         idle: &IdleConnections,
         deadline: ScrapeDeadline,
-        build: impl Fn(&RequestHeader) -> Result<Box<RequestHeader>>,
+        request: impl ExporterRequest,
     ) -> Result<()> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let request = build(session.req_header())?;
             let (stream, reused) = match idle.take(peer.address()) {
                 Some(stream) => (stream, true),
                 None => {
@@ -145,7 +144,9 @@ impl Forwarder {
             // `exchange` bounds each step by what is left of the deadline, not the peer's
             // fixed timeouts, which a trickling exporter could renew read after read.
             let mut exporter = ExporterExchange::new(stream);
-            match exchange(&mut exporter, reused, session, &request, deadline).await {
+            // Made afresh per try, rather than kept as a copy.
+            exporter.prepare(&request, session.req_header())?;
+            match exchange(&mut exporter, reused, session, deadline).await {
                 Ok(()) => {
                     // Kept only if the exporter allows it and the answer was read whole.
                     if let Some(stream) = exporter.into_reusable() {
@@ -170,10 +171,9 @@ impl Forwarder {
 async fn request_and_answer(
     exporter: &mut ExporterExchange,
     reused: bool,
-    request: &RequestHeader,
 ) -> Result<Box<ResponseHeader>, TryFailure> {
     exporter
-        .send(request)
+        .send()
         .await
         .map_err(|e| TryFailure::before_answer(e, reused))?;
     exporter
@@ -187,14 +187,10 @@ async fn exchange(
     exporter: &mut ExporterExchange,
     reused: bool,
     session: &mut impl ScrapeClient,
-    request: &RequestHeader,
     deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
     // One timer for the request and the whole header, however slowly it trickles in.
-    let answer = tokio::time::timeout(
-        deadline.remaining(),
-        request_and_answer(exporter, reused, request),
-    );
+    let answer = tokio::time::timeout(deadline.remaining(), request_and_answer(exporter, reused));
     let mut header = tokio::select! {
         biased;
         answered = answer => match answered {

@@ -68,6 +68,63 @@ fn exporter_error(etype: ErrorType, context: impl Into<String>) -> Box<Error> {
     Error::explain(etype, context.into()).into_up()
 }
 
+/// The request line and header a scrape sends the exporter, written from the client's request.
+/// The method is the client's: an answer to HEAD is read without a body.
+pub trait ExporterRequest {
+    /// Writes the request line, the header fields and the empty line that ends them to `buf`.
+    fn write(&self, client: &RequestHeader, buf: &mut BytesMut) -> Result<()>;
+}
+
+/// A request built as a header of its own, then written: for requests rewritten in ways the
+/// scrape path's direct writer does not cover (agent and replica hops).
+impl<F> ExporterRequest for F
+where
+    F: Fn(&RequestHeader) -> Result<Box<RequestHeader>>,
+{
+    fn write(&self, client: &RequestHeader, buf: &mut BytesMut) -> Result<()> {
+        let request = self(client)?;
+        write_request_line(buf, &request.method, request.raw_path(), request.version)?;
+        request.header_to_h1_wire(buf);
+        buf.put_slice(b"\r\n");
+        Ok(())
+    }
+}
+
+/// Writes `METHOD PATH VERSION` and its line end, refusing what HTTP/1 cannot carry.
+pub fn write_request_line(
+    buf: &mut BytesMut,
+    method: &Method,
+    path: &[u8],
+    version: Version,
+) -> Result<()> {
+    let version: &[u8] = match version {
+        Version::HTTP_10 => b"HTTP/1.0",
+        Version::HTTP_11 => b"HTTP/1.1",
+        other => {
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("cannot send an {other:?} request on an HTTP/1 connection"),
+            ))
+        }
+    };
+    if path
+        .iter()
+        .any(|b| matches!(b, b'\0' | b'\r' | b'\n' | b' '))
+    {
+        return Err(Error::explain(
+            ErrorType::InvalidHTTPHeader,
+            "the request target holds a space, CR, LF or NUL, which HTTP/1 cannot carry",
+        ));
+    }
+    buf.put_slice(method.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(path);
+    buf.put_u8(b' ');
+    buf.put_slice(version);
+    buf.put_slice(b"\r\n");
+    Ok(())
+}
+
 impl ExporterExchange {
     /// An exchange on `stream`, a new connection or one kept alive since an earlier scrape.
     pub fn new(stream: Stream) -> Self {
@@ -81,41 +138,24 @@ impl ExporterExchange {
         }
     }
 
-    /// Writes `request` (bodiless) to the exporter. Errors are marked retryable on a reused
-    /// connection the exporter closed while it was idle, as Pingora marks them.
-    pub async fn send(&mut self, request: &RequestHeader) -> Result<()> {
-        let version: &[u8] = match request.version {
-            Version::HTTP_10 => b"HTTP/1.0",
-            Version::HTTP_11 => b"HTTP/1.1",
-            other => {
-                return Err(Error::explain(
-                    ErrorType::InvalidHTTPHeader,
-                    format!("cannot send an {other:?} request on an HTTP/1 connection"),
-                ))
-            }
-        };
-        let path = request.raw_path();
-        if path
-            .iter()
-            .any(|b| matches!(b, b'\0' | b'\r' | b'\n' | b' '))
-        {
-            return Err(Error::explain(
-                ErrorType::InvalidHTTPHeader,
-                "the request target holds a space, CR, LF or NUL, which HTTP/1 cannot carry",
-            ));
-        }
-        self.head = request.method == Method::HEAD;
+    /// Makes the request `request` writes for the client's `client` (bodiless), to be sent by
+    /// [`ExporterExchange::send`]. Apart, so that sending does not hold the client's header.
+    pub fn prepare(
+        &mut self,
+        request: &impl ExporterRequest,
+        client: &RequestHeader,
+    ) -> Result<()> {
+        self.head = client.method == Method::HEAD;
         self.buf.clear();
-        self.buf.put_slice(request.method.as_str().as_bytes());
-        self.buf.put_u8(b' ');
-        self.buf.put_slice(path);
-        self.buf.put_u8(b' ');
-        self.buf.put_slice(version);
-        self.buf.put_slice(b"\r\n");
-        request.header_to_h1_wire(&mut self.buf);
-        self.buf.put_slice(b"\r\n");
+        request.write(client, &mut self.buf)?;
         // Pingora's own line, which `logging::redact` masks the credentials of.
         trace!("Writing request header: {:?}", self.buf);
+        Ok(())
+    }
+
+    /// Sends the prepared request. Errors are marked retryable on a reused connection the
+    /// exporter closed while it was idle, as Pingora marks them.
+    pub async fn send(&mut self) -> Result<()> {
         let written = self.stream.write_all(&self.buf).await;
         let written = match written {
             Ok(()) => self.stream.flush().await,

@@ -28,6 +28,13 @@ fn get(method: &str) -> RequestHeader {
     request
 }
 
+/// Sends `request` as it is.
+async fn send(exchange: &mut ExporterExchange, request: RequestHeader) {
+    let as_is = |client: &RequestHeader| Ok(Box::new(client.clone()));
+    exchange.prepare(&as_is, &request).expect("prepare");
+    exchange.send().await.expect("send");
+}
+
 /// The exporter's end: reads the request, then writes `pieces` with a pause between them so
 /// that each arrives in a read of its own. Returns the request it read.
 async fn answer(mut theirs: UnixStream, pieces: Vec<Vec<u8>>) -> (String, UnixStream) {
@@ -66,7 +73,7 @@ async fn a_content_length_answer_is_read_whole_and_the_connection_kept() {
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Exporter-Name: Node\r\nContent-Length: 11\r\n\r\nup 1\nload 2",
         )],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     let header = exchange.read_header().await.expect("header");
     assert_eq!(header.status.as_u16(), 200);
     assert_eq!(body(&mut exchange).await.expect("body"), b"up 1\nload 2");
@@ -99,7 +106,7 @@ async fn a_chunked_answer_trickling_in_is_unframed_and_its_trailers_dropped() {
         "\r\n",
     ];
     let exporter = tokio::spawn(answer(theirs, pieces.iter().map(|p| bytes(p)).collect()));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     let header = exchange.read_header().await.expect("header");
     // Transfer-Encoding overrides Content-Length, which does not reach the client.
     assert!(header.headers.get(CONTENT_LENGTH).is_none());
@@ -120,7 +127,7 @@ async fn a_body_without_a_length_ends_with_the_connection_which_is_not_kept() {
         .await;
         drop(theirs);
     });
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     let header = exchange.read_header().await.expect("header");
     assert_eq!(header.version, Version::HTTP_10);
     assert!(exchange.body_until_close());
@@ -139,7 +146,7 @@ async fn a_large_body_arrives_whole_over_many_reads() {
     ));
     answer_bytes.extend_from_slice(&page);
     let exporter = tokio::spawn(answer(theirs, vec![answer_bytes]));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     exchange.read_header().await.expect("header");
     let mut reads = 0;
     let mut got = Vec::new();
@@ -164,7 +171,7 @@ async fn head_204_and_304_have_no_body_whatever_their_header_says() {
                 "HTTP/1.1 {status} X\r\nContent-Length: 500\r\n\r\n"
             ))],
         ));
-        exchange.send(&get(method)).await.expect("send");
+        send(&mut exchange, get(method)).await;
         exchange.read_header().await.expect("header");
         assert!(exchange.is_body_done(), "{method} {status}");
         assert_eq!(body(&mut exchange).await.expect("body"), b"");
@@ -182,7 +189,7 @@ async fn an_informational_answer_is_skipped_and_a_switch_of_protocols_refused() 
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         )],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     assert_eq!(
         exchange
             .read_header()
@@ -202,7 +209,7 @@ async fn an_informational_answer_is_skipped_and_a_switch_of_protocols_refused() 
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
         )],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     let e = exchange.read_header().await.expect_err("101 refused");
     assert_eq!(e.etype(), &ErrorType::H1Error);
     assert!(e.to_string().contains("switched protocols"), "{e}");
@@ -225,7 +232,7 @@ async fn bad_framing_is_refused_with_what_was_wrong() {
     for (answer_text, named) in cases {
         let (mut exchange, theirs) = pair();
         let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
-        exchange.send(&get("GET")).await.expect("send");
+        send(&mut exchange, get("GET")).await;
         let e = exchange.read_header().await.expect_err(answer_text);
         assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{answer_text}");
         assert!(e.to_string().contains(named), "{e}");
@@ -240,7 +247,7 @@ async fn bad_framing_is_refused_with_what_was_wrong() {
             "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok",
         )],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     exchange.read_header().await.expect("header");
     assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
     exporter.await.expect("exporter");
@@ -253,7 +260,7 @@ async fn bad_framing_is_refused_with_what_was_wrong() {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokay\r\n0\r\n\r\n",
         )],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     exchange.read_header().await.expect("header");
     let e = body(&mut exchange).await.expect_err("bad chunk");
     assert!(e.to_string().contains("chunked body is malformed"), "{e}");
@@ -268,7 +275,7 @@ async fn an_exporter_that_closes_early_is_an_error_and_retryable_only_before_the
         let (_, theirs) = answer(theirs, vec![]).await;
         drop(theirs);
     });
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     let e = exchange.read_header().await.expect_err("closed");
     assert_eq!(e.etype(), &ErrorType::ConnectionClosed);
     assert_eq!(e.retry, RetryType::ReusedOnly);
@@ -284,7 +291,7 @@ async fn an_exporter_that_closes_early_is_an_error_and_retryable_only_before_the
             let (_, theirs) = answer(theirs, vec![bytes(truncated)]).await;
             drop(theirs);
         });
-        exchange.send(&get("GET")).await.expect("send");
+        send(&mut exchange, get("GET")).await;
         exchange.read_header().await.expect("header");
         let e = body(&mut exchange).await.expect_err(truncated);
         assert_eq!(e.etype(), &ErrorType::ConnectionClosed, "{truncated}");
@@ -312,7 +319,7 @@ async fn only_a_connection_the_exporter_keeps_alive_and_read_exactly_is_reused()
     for (answer_text, kept) in cases {
         let (mut exchange, theirs) = pair();
         let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
-        exchange.send(&get("GET")).await.expect("send");
+        send(&mut exchange, get("GET")).await;
         exchange.read_header().await.expect("header");
         assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
         assert_eq!(exchange.into_reusable().is_some(), kept, "{answer_text}");
@@ -332,7 +339,7 @@ async fn a_body_still_arriving_at_the_deadline_is_a_read_timeout() {
         theirs,
         vec![bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nup 1\n")],
     ));
-    exchange.send(&get("GET")).await.expect("send");
+    send(&mut exchange, get("GET")).await;
     exchange.read_header().await.expect("header");
     let until = Instant::now() + Duration::from_millis(200);
     let mut got = Vec::new();
