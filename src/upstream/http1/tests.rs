@@ -10,13 +10,6 @@ use tokio::time::Instant;
 
 use super::*;
 
-/// An exchange on one end of a socket pair, and the exporter's end.
-fn pair() -> (ExporterExchange, UnixStream) {
-    let (ours, theirs) = UnixStream::pair().expect("socket pair");
-    let ours = pingora_core::protocols::l4::stream::Stream::from(ours);
-    (ExporterExchange::new(Box::new(ours)), theirs)
-}
-
 fn get(method: &str) -> RequestHeader {
     let mut request = RequestHeader::build(method, b"/metrics?x=1", None).expect("request");
     request
@@ -28,27 +21,55 @@ fn get(method: &str) -> RequestHeader {
     request
 }
 
-/// Sends `request` as it is.
-async fn send(exchange: &mut ExporterExchange, request: RequestHeader) {
+/// What the exporter does once it has written its answer.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Keeps the connection open (the test holds it).
+    StayOpen,
+    /// Closes it.
+    Close,
+}
+
+/// The exporter's task: gives back the request it read, and its end of the socket if open.
+type ExporterTask = tokio::task::JoinHandle<(String, Option<UnixStream>)>;
+
+/// An exchange whose request (`request`, sent as it is) went to an exporter that answers
+/// `pieces`, with a pause between them so that each arrives in a read of its own.
+async fn asked(
+    request: RequestHeader,
+    pieces: &[&[u8]],
+    then: Then,
+) -> (ExporterExchange, ExporterTask) {
+    let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+    let ours = pingora_core::protocols::l4::stream::Stream::from(ours);
+    let mut exchange = ExporterExchange::new(Box::new(ours));
+    let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+    let exporter = tokio::spawn(async move {
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            assert_eq!(theirs.read(&mut byte).await.expect("read request"), 1);
+            request.push(byte[0]);
+        }
+        for piece in pieces {
+            theirs.write_all(&piece).await.expect("write answer");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let request = String::from_utf8(request).expect("ascii request");
+        match then {
+            Then::StayOpen => (request, Some(theirs)),
+            Then::Close => (request, None),
+        }
+    });
     let as_is = |client: &RequestHeader| Ok(Box::new(client.clone()));
     exchange.prepare(&as_is, &request).expect("prepare");
     exchange.send().await.expect("send");
+    (exchange, exporter)
 }
 
-/// The exporter's end: reads the request, then writes `pieces` with a pause between them so
-/// that each arrives in a read of its own. Returns the request it read.
-async fn answer(mut theirs: UnixStream, pieces: Vec<Vec<u8>>) -> (String, UnixStream) {
-    let mut request = Vec::new();
-    let mut byte = [0u8; 1];
-    while !request.ends_with(b"\r\n\r\n") {
-        assert_eq!(theirs.read(&mut byte).await.expect("read request"), 1);
-        request.push(byte[0]);
-    }
-    for piece in pieces {
-        theirs.write_all(&piece).await.expect("write answer");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (String::from_utf8(request).expect("ascii request"), theirs)
+/// [`asked`] for a GET answered in one piece, the connection left open.
+async fn answered(answer: &str) -> (ExporterExchange, ExporterTask) {
+    asked(get("GET"), &[answer.as_bytes()], Then::StayOpen).await
 }
 
 /// The whole body as the client would be sent it.
@@ -60,20 +81,12 @@ async fn body(exchange: &mut ExporterExchange) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn bytes(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
 #[tokio::test]
 async fn a_content_length_answer_is_read_whole_and_the_connection_kept() {
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Exporter-Name: Node\r\nContent-Length: 11\r\n\r\nup 1\nload 2",
-        )],
-    ));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) = answered(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Exporter-Name: Node\r\nContent-Length: 11\r\n\r\nup 1\nload 2",
+    )
+    .await;
     let header = exchange.read_header().await.expect("header");
     assert_eq!(header.status.as_u16(), 200);
     assert_eq!(body(&mut exchange).await.expect("body"), b"up 1\nload 2");
@@ -96,38 +109,28 @@ async fn a_content_length_answer_is_read_whole_and_the_connection_kept() {
 
 #[tokio::test]
 async fn a_chunked_answer_trickling_in_is_unframed_and_its_trailers_dropped() {
-    let (mut exchange, theirs) = pair();
-    let pieces = [
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n",
-        "5\r\nhel",
-        "lo\r\n",
-        "6;ext=1\r\n wor",
-        "ld\r\n0\r\nX-Trailer: 1\r\n",
-        "\r\n",
+    let pieces: [&[u8]; 6] = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n",
+        b"5\r\nhel",
+        b"lo\r\n",
+        b"6;ext=1\r\n wor",
+        b"ld\r\n0\r\nX-Trailer: 1\r\n",
+        b"\r\n",
     ];
-    let exporter = tokio::spawn(answer(theirs, pieces.iter().map(|p| bytes(p)).collect()));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) = asked(get("GET"), &pieces, Then::StayOpen).await;
     let header = exchange.read_header().await.expect("header");
     // Transfer-Encoding overrides Content-Length, which does not reach the client.
     assert!(header.headers.get(CONTENT_LENGTH).is_none());
     assert!(!exchange.body_until_close());
     assert_eq!(body(&mut exchange).await.expect("body"), b"hello world");
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
     assert!(exchange.into_reusable().is_some());
 }
 
 #[tokio::test]
 async fn a_body_without_a_length_ends_with_the_connection_which_is_not_kept() {
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(async move {
-        let (_, theirs) = answer(
-            theirs,
-            vec![bytes("HTTP/1.0 200 OK\r\n\r\nup 1\n"), bytes("up 2\n")],
-        )
-        .await;
-        drop(theirs);
-    });
-    send(&mut exchange, get("GET")).await;
+    let pieces: [&[u8]; 2] = [b"HTTP/1.0 200 OK\r\n\r\nup 1\n", b"up 2\n"];
+    let (mut exchange, exporter) = asked(get("GET"), &pieces, Then::Close).await;
     let header = exchange.read_header().await.expect("header");
     assert_eq!(header.version, Version::HTTP_10);
     assert!(exchange.body_until_close());
@@ -138,15 +141,11 @@ async fn a_body_without_a_length_ends_with_the_connection_which_is_not_kept() {
 
 #[tokio::test]
 async fn a_large_body_arrives_whole_over_many_reads() {
-    let (mut exchange, theirs) = pair();
     let page: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut answer_bytes = bytes(&format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-        page.len()
-    ));
-    answer_bytes.extend_from_slice(&page);
-    let exporter = tokio::spawn(answer(theirs, vec![answer_bytes]));
-    send(&mut exchange, get("GET")).await;
+    let mut whole =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", page.len()).into_bytes();
+    whole.extend_from_slice(&page);
+    let (mut exchange, exporter) = asked(get("GET"), &[&whole], Then::StayOpen).await;
     exchange.read_header().await.expect("header");
     let mut reads = 0;
     let mut got = Vec::new();
@@ -157,63 +156,40 @@ async fn a_large_body_arrives_whole_over_many_reads() {
     }
     assert!(got == page, "the body differs");
     assert!(reads > 1);
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
     assert!(exchange.into_reusable().is_some());
 }
 
 #[tokio::test]
 async fn head_204_and_304_have_no_body_whatever_their_header_says() {
     for (method, status) in [("HEAD", 200), ("GET", 204), ("GET", 304)] {
-        let (mut exchange, theirs) = pair();
-        let exporter = tokio::spawn(answer(
-            theirs,
-            vec![bytes(&format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: 500\r\n\r\n"
-            ))],
-        ));
-        send(&mut exchange, get(method)).await;
+        let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 500\r\n\r\n");
+        let (mut exchange, exporter) =
+            asked(get(method), &[answer.as_bytes()], Then::StayOpen).await;
         exchange.read_header().await.expect("header");
         assert!(exchange.is_body_done(), "{method} {status}");
         assert_eq!(body(&mut exchange).await.expect("body"), b"");
-        exporter.await.expect("exporter");
+        let _theirs = exporter.await.expect("exporter");
         assert!(exchange.into_reusable().is_some(), "{method} {status}");
     }
 }
 
 #[tokio::test]
 async fn an_informational_answer_is_skipped_and_a_switch_of_protocols_refused() {
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes(
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        )],
-    ));
-    send(&mut exchange, get("GET")).await;
-    assert_eq!(
-        exchange
-            .read_header()
-            .await
-            .expect("header")
-            .status
-            .as_u16(),
-        200
-    );
+    let (mut exchange, exporter) =
+        answered("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    let header = exchange.read_header().await.expect("header");
+    assert_eq!(header.status.as_u16(), 200);
     assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
 
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-        )],
-    ));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) =
+        answered("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n").await;
     let e = exchange.read_header().await.expect_err("101 refused");
     assert_eq!(e.etype(), &ErrorType::H1Error);
     assert!(e.to_string().contains("switched protocols"), "{e}");
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
 }
 
 #[tokio::test]
@@ -229,53 +205,35 @@ async fn bad_framing_is_refused_with_what_was_wrong() {
         ),
         ("HTTP/1.1 2OO OK\r\n\r\n", "not an HTTP/1 response"),
     ];
-    for (answer_text, named) in cases {
-        let (mut exchange, theirs) = pair();
-        let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
-        send(&mut exchange, get("GET")).await;
-        let e = exchange.read_header().await.expect_err(answer_text);
-        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{answer_text}");
+    for (answer, named) in cases {
+        let (mut exchange, exporter) = answered(answer).await;
+        let e = exchange.read_header().await.expect_err(answer);
+        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{answer}");
         assert!(e.to_string().contains(named), "{e}");
-        exporter.await.expect("exporter");
+        let _theirs = exporter.await.expect("exporter");
     }
 
     // Identical duplicates are one length (RFC 9110 section 8.6).
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes(
-            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok",
-        )],
-    ));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) =
+        answered("HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok").await;
     exchange.read_header().await.expect("header");
     assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
 
     // A chunk longer than its size.
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokay\r\n0\r\n\r\n",
-        )],
-    ));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) =
+        answered("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokay\r\n0\r\n\r\n")
+            .await;
     exchange.read_header().await.expect("header");
     let e = body(&mut exchange).await.expect_err("bad chunk");
     assert!(e.to_string().contains("chunked body is malformed"), "{e}");
-    exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
 }
 
 #[tokio::test]
 async fn an_exporter_that_closes_early_is_an_error_and_retryable_only_before_the_header() {
     // Closed before any answer: what a kept-alive connection closed while idle looks like.
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(async move {
-        let (_, theirs) = answer(theirs, vec![]).await;
-        drop(theirs);
-    });
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) = asked(get("GET"), &[], Then::Close).await;
     let e = exchange.read_header().await.expect_err("closed");
     assert_eq!(e.etype(), &ErrorType::ConnectionClosed);
     assert_eq!(e.retry, RetryType::ReusedOnly);
@@ -286,12 +244,8 @@ async fn an_exporter_that_closes_early_is_an_error_and_retryable_only_before_the
         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nshort\r\n",
     ] {
-        let (mut exchange, theirs) = pair();
-        let exporter = tokio::spawn(async move {
-            let (_, theirs) = answer(theirs, vec![bytes(truncated)]).await;
-            drop(theirs);
-        });
-        send(&mut exchange, get("GET")).await;
+        let (mut exchange, exporter) =
+            asked(get("GET"), &[truncated.as_bytes()], Then::Close).await;
         exchange.read_header().await.expect("header");
         let e = body(&mut exchange).await.expect_err(truncated);
         assert_eq!(e.etype(), &ErrorType::ConnectionClosed, "{truncated}");
@@ -316,14 +270,12 @@ async fn only_a_connection_the_exporter_keeps_alive_and_read_exactly_is_reused()
         // More than the answer: the connection's next bytes are not an answer to anything.
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", false),
     ];
-    for (answer_text, kept) in cases {
-        let (mut exchange, theirs) = pair();
-        let exporter = tokio::spawn(answer(theirs, vec![bytes(answer_text)]));
-        send(&mut exchange, get("GET")).await;
+    for (answer, kept) in cases {
+        let (mut exchange, exporter) = answered(answer).await;
         exchange.read_header().await.expect("header");
         assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
-        assert_eq!(exchange.into_reusable().is_some(), kept, "{answer_text}");
-        exporter.await.expect("exporter");
+        assert_eq!(exchange.into_reusable().is_some(), kept, "{answer}");
+        let _theirs = exporter.await.expect("exporter");
     }
 }
 
@@ -334,12 +286,8 @@ fn far() -> Instant {
 
 #[tokio::test]
 async fn a_body_still_arriving_at_the_deadline_is_a_read_timeout() {
-    let (mut exchange, theirs) = pair();
-    let exporter = tokio::spawn(answer(
-        theirs,
-        vec![bytes("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nup 1\n")],
-    ));
-    send(&mut exchange, get("GET")).await;
+    let (mut exchange, exporter) =
+        answered("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nup 1\n").await;
     exchange.read_header().await.expect("header");
     let until = Instant::now() + Duration::from_millis(200);
     let mut got = Vec::new();
@@ -353,5 +301,5 @@ async fn a_body_still_arriving_at_the_deadline_is_a_read_timeout() {
     assert_eq!(got, b"up 1\n");
     assert_eq!(e.etype(), &ErrorType::ReadTimedout);
     assert!(Instant::now() >= until);
-    let (_, _theirs) = exporter.await.expect("exporter");
+    let _theirs = exporter.await.expect("exporter");
 }
