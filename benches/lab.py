@@ -228,16 +228,20 @@ class Lab:
             conf.write_text(TUNNEL_CONF + self.extra_conf.get(name, ""))
             binary = self.extra_tunnels.get(name, str(TUNNEL))
             self._spawn(name, [binary, "-c", str(conf)], env=tunnel_env(up_host, up, port))
-        elif name == "haproxy":
-            conf = self.work / "haproxy.cfg"
-            conf.write_text(f"""{haproxy_head(self.haproxy_maxconn)}
+        elif name in ("haproxy", "haproxy-splice"):
+            # Splicing takes a pipe (two descriptors) per connection: a lower `maxconn` keeps
+            # HAProxy under the open-file limit.
+            splice = "\n    option splice-response" if name == "haproxy-splice" else ""
+            maxconn = 4096 if splice else self.haproxy_maxconn
+            conf = self.work / f"{name}.cfg"
+            conf.write_text(f"""{haproxy_head(maxconn)}{splice}
 frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 backend be
     server up {up_host}:{up}
 """)
-            self._spawn("haproxy", [tool("haproxy"), "-f", str(conf), "-db"])
+            self._spawn(name, [tool("haproxy"), "-f", str(conf), "-db"])
         elif name == "nginx":
             conf = self.work / "nginx-proxy.conf"
             conf.write_text(nginx_conf(self.work, "proxy", f"""

@@ -158,6 +158,9 @@ def main() -> None:
                         help="also measure another tunnel binary (an experiment) under NAME")
     parser.add_argument("--only", choices=list(SCENARIOS), action="append",
                         help="run only these page scenarios")
+    parser.add_argument("--haproxy-splice", action="store_true",
+                        help="also measure HAProxy with `option splice-response` (kernel-side copy of "
+                             "bodies), to see what splicing would save")
     parser.add_argument("--replot", action="store_true",
                         help="redraw DIR/results.png and results.md from DIR/results.json without measuring")
     args = parser.parse_args()
@@ -171,6 +174,8 @@ def main() -> None:
         EXTRA_TUNNELS[name] = path or str(TUNNEL)
         EXTRA_CONF[name] = "".join(f"{line.strip()}\n" for line in conf.split(";") if line.strip())
         PROXIES.append(name)
+    if args.haproxy_splice:
+        PROXIES.append("haproxy-splice")
     if args.only:
         for scenario in list(SCENARIOS):
             if scenario not in args.only:
