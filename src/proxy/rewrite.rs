@@ -62,7 +62,7 @@ impl ExporterRequest for ScrapeRequest<'_> {
                 .map_or(b"/".as_slice(), |pq| pq.as_str().as_bytes()),
         };
         write_request_line(buf, &client.method, path, Version::HTTP_11)?;
-        write_field(buf, HOST.as_str().as_bytes(), &self.target.host_header);
+        write_field(buf, b"Host", &self.target.host_header);
         let credentials = self.target.upstream.authorization(self.now);
         let drop_authorization = credentials.is_some() || self.strip_client_auth;
         let named = connection_named(client);
@@ -227,6 +227,8 @@ mod tests {
             strip_client_auth: false,
         };
         direct.write(&clients[1], &mut wire).expect("direct");
+        let text = String::from_utf8_lossy(&wire);
+        assert!(text.contains("\r\nHost: 10.0.0.7:9100\r\n"), "{text}");
         let (line, fields) = parsed(&wire);
         assert_eq!(line, "GET /metrics HTTP/1.1");
         let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
