@@ -303,3 +303,30 @@ async fn a_body_still_arriving_at_the_deadline_is_a_read_timeout() {
     assert!(Instant::now() >= until);
     let _theirs = exporter.await.expect("exporter");
 }
+
+#[tokio::test]
+async fn a_gzip_page_already_arrived_is_taken_in_the_read_that_finds_its_header() {
+    // A node_exporter page, gzip-compressed: about 10 KB. Pingora's client read a header into
+    // 4 KiB and left the rest of such a page to a second read from the socket.
+    let page: Vec<u8> = (0..9_700u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut whole = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        page.len()
+    )
+    .into_bytes();
+    whole.extend_from_slice(&page);
+    let (mut exchange, exporter) = asked(get("GET"), &[&whole], Then::StayOpen).await;
+    // The answer is in the socket before the header is read.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    exchange.read_header().await.expect("header");
+    let first = exchange
+        .read_body(far())
+        .await
+        .expect("body")
+        .map(<[u8]>::to_vec);
+    let first = first.unwrap_or_default();
+    assert_eq!(first.len(), page.len(), "the body came in pieces");
+    assert!(first == page, "the body differs");
+    assert!(exchange.is_body_done());
+    let _theirs = exporter.await.expect("exporter");
+}
