@@ -71,11 +71,11 @@ impl ExporterRequest for ScrapeRequest<'_> {
                 HeaderNameVariant::Case(name) => name.as_slice(),
                 HeaderNameVariant::Titled(name) => name.as_bytes(),
             };
-            let stays = name.eq_ignore_ascii_case(HOST.as_str().as_bytes())
+            let stays_behind = name.eq_ignore_ascii_case(HOST.as_str().as_bytes())
                 || (drop_authorization
                     && name.eq_ignore_ascii_case(AUTHORIZATION.as_str().as_bytes()))
                 || is_hop_by_hop(name, &named);
-            if !stays {
+            if !stays_behind {
                 write_field(buf, name, value);
             }
             Ok(())
