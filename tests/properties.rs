@@ -1,5 +1,6 @@
 //! Property tests of everything that parses user input: configuration values, durations,
-//! ports, hosts, proxy URLs, `no_proxy` lists, CIDR ranges, conf files, credentials. For any
+//! ports, hosts, proxy URLs, `no_proxy` lists, CIDR ranges, conf files, credentials; and of
+//! what the network sends: an exporter's answer, read by the tunnel's HTTP/1 client. For any
 //! input they never panic, and for generated valid input they give back what went in. They run
 //! a few hundred cases each with every `cargo test` (`PROPTEST_CASES` runs more).
 
@@ -8,13 +9,17 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use pingora_http::{RequestHeader, ResponseHeader};
 use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use prometheus_tunnel::config::forward_proxy::{self, ForwardProxy};
 use prometheus_tunnel::config::{self, file, parse, ExporterHost, Setting};
 use prometheus_tunnel::ip_range::IpRange;
 use prometheus_tunnel::material::secret::authorization;
 use prometheus_tunnel::material::{self, Material};
+use prometheus_tunnel::upstream::http1::ExporterExchange;
 
 /// Strings with the characters that matter to these parsers, and arbitrary ones.
 fn text() -> impl Strategy<Value = String> {
@@ -143,5 +148,127 @@ proptest! {
             prop_assert!(value.is_sensitive());
         }
         let _ = authorization(&basic, &content);
+    }
+
+    #[test]
+    fn a_well_framed_answer_gives_back_its_body(
+        body in prop::collection::vec(any::<u8>(), 0..3000),
+        framing in 0..3u8,
+        chunk in 1..700usize,
+    ) {
+        let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n".to_vec();
+        match framing {
+            0 => answer.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes()),
+            1 => answer.extend_from_slice(b"Connection: close\r\n\r\n"),
+            _ => answer.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n"),
+        }
+        if framing == 2 {
+            for piece in body.chunks(chunk) {
+                answer.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                answer.extend_from_slice(piece);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            answer.extend_from_slice(&body);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let read = runtime.block_on(read_answer(&answer));
+        prop_assert!(read.is_some(), "a well-framed answer was refused");
+        let (_, got) = read.expect("read");
+        prop_assert!(got == body, "the body differs");
+    }
+
+    #[test]
+    fn any_exporter_answer_is_read_or_refused_and_a_length_is_kept(answer in exporter_answer()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let outcome = read_answer(&answer).await;
+            if let Some((header, body)) = outcome {
+                let length = header
+                    .headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                let framed_by_length = header.headers.get(TRANSFER_ENCODING).is_none()
+                    && !matches!(header.status.as_u16(), 204 | 304);
+                // A body read whole is exactly as long as its header said.
+                if let (Some(length), true) = (length, framed_by_length) {
+                    prop_assert_eq!(body.len(), length);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// Exporter answers: arbitrary bytes, and answers shaped like HTTP with the fields that frame a
+/// body (right, wrong and conflicting) and bodies that may or may not be chunked.
+fn exporter_answer() -> impl Strategy<Value = Vec<u8>> {
+    let field = prop_oneof![
+        "Content-Length: [0-9]{0,4}",
+        "Content-Length: [0-9 ,+-]{0,8}",
+        "Transfer-Encoding: (chunked|gzip, chunked|identity|[a-z]{0,6})",
+        "Connection: (close|keep-alive|[a-zA-Z-]{0,10})",
+        "[A-Za-z-]{1,12}: [ -~]{0,16}",
+    ];
+    let shaped = (
+        "HTTP/1\\.[01] (1[0-9][0-9]|[2-5][0-9][0-9]|[0-9]{0,4}) [A-Za-z ]{0,8}",
+        prop::collection::vec(field, 0..6),
+        prop_oneof![
+            "[ -~\n]{0,40}",
+            "([0-9a-fA-F]{1,3}(;[a-z=]{0,5})?\r\n[ -~]{0,20}\r\n){0,4}(0\r\n([A-Za-z-]{1,6}: x\r\n)?\r\n)?",
+        ],
+    )
+        .prop_map(|(line, fields, body)| {
+            let mut answer = format!("{line}\r\n");
+            for field in fields {
+                answer.push_str(&field);
+                answer.push_str("\r\n");
+            }
+            answer.push_str("\r\n");
+            answer.push_str(&body);
+            answer.into_bytes()
+        });
+    prop_oneof![any::<Vec<u8>>(), shaped]
+}
+
+/// Sends a scrape to an "exporter" that answers `answer` and closes; the header and the whole
+/// body when the answer was read to its end, `None` when it was refused.
+async fn read_answer(answer: &[u8]) -> Option<(Box<ResponseHeader>, Vec<u8>)> {
+    let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("socket pair");
+    let stream = pingora_core::protocols::l4::stream::Stream::from(ours);
+    let mut exchange = ExporterExchange::new(Box::new(stream));
+    let request = RequestHeader::build("GET", b"/metrics", None).expect("request");
+    let as_is = |client: &RequestHeader| Ok(Box::new(client.clone()));
+    exchange.prepare(&as_is, &request).expect("prepare");
+    exchange.send().await.expect("send");
+    // The request is read first, as an exporter does: a socket closed with unread bytes resets
+    // the connection instead of ending it.
+    let mut request = Vec::new();
+    while !request.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if theirs.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        request.push(byte[0]);
+    }
+    theirs.write_all(answer).await.expect("answer");
+    drop(theirs);
+    let header = exchange.read_header().await.ok()?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut body = Vec::new();
+    loop {
+        match exchange.read_body(until).await {
+            Ok(Some(piece)) => body.extend_from_slice(piece),
+            Ok(None) => return Some((header, body)),
+            Err(_) => return None,
+        }
     }
 }
