@@ -124,7 +124,8 @@ class Link:
             raise ValueError(f"link {kind!r}: expected loopback or veth")
         self.kind = kind
         self.delay_ms = delay_ms
-        tag = os.getpid() % 100_000
+        # The whole pid, so that a stale namespace is known by its dead process (`remove_stale`).
+        tag = os.getpid()
         self.netns = f"ptbench{tag}"
         self.host_if = f"ptbh{tag}"
         self.ns_if = f"ptbn{tag}"
@@ -138,9 +139,23 @@ class Link:
             return "loopback"
         return f"veth, {self.delay_ms:g} ms delay" if self.delay_ms else "veth"
 
+    @staticmethod
+    def remove_stale() -> None:
+        """Removes the namespaces and veth ends of earlier benches that died before removing
+        theirs (their process is gone): one left on the same /30 would take this run's route."""
+        ip = tool("ip")
+        listed = subprocess.run([ip, "netns", "list"], capture_output=True, text=True).stdout
+        listed += subprocess.run([ip, "-o", "link", "show"], capture_output=True, text=True).stdout
+        for tag in sorted({int(t) for t in re.findall(r"\bptb(?:ench|h)(\d+)\b", listed)}):
+            if tag == os.getpid() or Path(f"/proc/{tag}").exists():
+                continue
+            subprocess.run([ip, "netns", "del", f"ptbench{tag}"], capture_output=True)
+            subprocess.run([ip, "link", "del", f"ptbh{tag}"], capture_output=True)
+
     def __enter__(self) -> "Link":
         if self.kind == "loopback":
             return self
+        self.remove_stale()
         ip = tool("ip")
         steps = [
             [ip, "netns", "add", self.netns],
