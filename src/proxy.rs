@@ -319,6 +319,7 @@ impl TunnelProxy {
                     forwarded_path: path,
                     now: start,
                     strip_client_auth,
+                    hop_fields: &[],
                 },
             )
             .await

@@ -296,6 +296,19 @@ fn an_agent_behind_connect_and_socks5_proxies_is_served() {
         let (status, body) = scrape(tunnel.proxy_port, name);
         assert_eq!(status, 200, "{}", agent.log());
         assert_eq!(body, page);
+        // The field naming the target is for the agent link only, not for the exporter.
+        let seen = exporter.seen();
+        let last = seen.last().expect("the exporter was scraped");
+        assert_eq!(
+            last.header("prometheus-tunnel-target"),
+            None,
+            "{:?}",
+            last.headers
+        );
+        assert_eq!(
+            last.header("host"),
+            Some(format!("127.0.0.1:{}", exporter.port).as_str())
+        );
         // The connection runs through the proxy: stopping it ends the agent's connection.
         proxy.stop();
         wait_listed(

@@ -12,7 +12,7 @@ use http::header::CONTENT_TYPE;
 use log::{debug, warn};
 use pingora_core::protocols::http::v2::server::{self as h2_server, H2Accept, HttpSession};
 use pingora_core::protocols::{Digest, Stream};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use tokio::sync::watch;
 
 use crate::agent::wire::{self, AnnouncedTarget, Announcement};
@@ -209,11 +209,13 @@ impl AgentServer {
                 &peer,
                 target.upstream.idle_connections(),
                 ScrapeDeadline { start, limit },
-                |client: &RequestHeader| {
-                    let mut req =
-                        rewrite::upstream_request(client, target, path.as_deref(), start, false)?;
-                    req.remove_header(&wire::TARGET_HEADER);
-                    Ok(req)
+                rewrite::ScrapeRequest {
+                    target,
+                    forwarded_path: path.as_deref(),
+                    now: start,
+                    strip_client_auth: false,
+                    // Added by the tunnel for the agent link only.
+                    hop_fields: std::slice::from_ref(&wire::TARGET_HEADER),
                 },
             )
             .await

@@ -1,14 +1,14 @@
-//! The request as it goes to the exporter: `Host` set to the exporter, the `target` parameter
-//! removed, credentials applied, hop-by-hop headers (`Connection` and what it names,
+//! The request as it goes to the exporter (`ScrapeRequest`): `Host` set to the exporter, the
+//! `target` parameter removed, credentials applied, hop-by-hop headers (`Connection` and what it names,
 //! `Keep-Alive`, `Upgrade`, `TE`, ...) left with the client. Everything else, path, query,
 //! `Accept`, `Accept-Encoding`, Prometheus' own headers, passes unchanged.
 
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, HOST};
 use http::Version;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::{HeaderNameVariant, RequestHeader};
 
 pub use crate::listener::headers::strip_hop_by_hop;
@@ -16,28 +16,11 @@ use crate::listener::headers::{connection_named, is_hop_by_hop};
 use crate::targets::Target;
 use crate::upstream::http1::{write_request_line, ExporterRequest};
 
-/// The request for the exporter, built from the client's bodiless request `client` for the
-/// tunnel's own forwarding (see `forward.rs`): HTTP/1.1, so the connection can be pooled,
-/// without hop-by-hop headers, and rewritten by [`prepare_upstream_request`].
-pub fn upstream_request(
-    client: &RequestHeader,
-    target: &Target,
-    forwarded_path: Option<&str>,
-    now: Instant,
-    strip_client_auth: bool,
-) -> Result<Box<RequestHeader>> {
-    let mut req = Box::new(client.clone());
-    req.set_version(Version::HTTP_11);
-    strip_hop_by_hop(&mut req);
-    prepare_upstream_request(&mut req, target, forwarded_path, now, strip_client_auth)?;
-    Ok(req)
-}
-
 /// A scrape's request for the exporter, written from the client's request straight into the
-/// exchange's buffer: what [`upstream_request`] builds, without first copying the client's
-/// header map and editing the copy. HTTP/1.1, `Host` first, the client's fields in their order
-/// and spelling but for hop-by-hop ones and (when replaced or meant for the tunnel)
-/// `Authorization`, then the exporter's credentials.
+/// exchange's buffer, without first copying the client's header map and editing the copy:
+/// HTTP/1.1, `Host` first, the client's fields in their order and spelling but for hop-by-hop
+/// ones, `hop_fields` and (when replaced or meant for the tunnel) `Authorization`, then the
+/// exporter's credentials. The tunnel's scrapes and an agent's use it alike.
 pub struct ScrapeRequest<'a> {
     /// The target the scrape goes to.
     pub target: &'a Target,
@@ -47,6 +30,8 @@ pub struct ScrapeRequest<'a> {
     pub now: Instant,
     /// Whether the client's `Authorization` was the tunnel's own (client credentials).
     pub strip_client_auth: bool,
+    /// Fields meant only for the hop the request came over (the agent link's target header).
+    pub hop_fields: &'a [HeaderName],
 }
 
 impl ExporterRequest for ScrapeRequest<'_> {
@@ -74,7 +59,11 @@ impl ExporterRequest for ScrapeRequest<'_> {
             let stays_behind = name.eq_ignore_ascii_case(HOST.as_str().as_bytes())
                 || (drop_authorization
                     && name.eq_ignore_ascii_case(AUTHORIZATION.as_str().as_bytes()))
-                || is_hop_by_hop(name, &named);
+                || is_hop_by_hop(name, &named)
+                || self
+                    .hop_fields
+                    .iter()
+                    .any(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()));
             if !stays_behind {
                 write_field(buf, name, value);
             }
@@ -94,44 +83,6 @@ fn write_field(buf: &mut BytesMut, name: &[u8], value: &HeaderValue) {
     buf.put_slice(b": ");
     buf.put_slice(value.as_bytes());
     buf.put_slice(b"\r\n");
-}
-
-/// Rewrites `req` for `target`. `forwarded_path` is the path and query without `target`, when
-/// the request had that parameter; `strip_client_auth` drops an `Authorization` that was the
-/// tunnel's own (client credentials) when the exporter gets none of its own.
-pub fn prepare_upstream_request(
-    req: &mut RequestHeader,
-    target: &Target,
-    forwarded_path: Option<&str>,
-    now: Instant,
-    strip_client_auth: bool,
-) -> Result<()> {
-    req.insert_header(HOST, target.host_header.clone())?;
-    if let Some(path) = forwarded_path {
-        let uri = path.parse().map_err(|e| {
-            Error::because(
-                ErrorType::InvalidHTTPHeader,
-                "request target without `target`",
-                e,
-            )
-        })?;
-        req.set_uri(uri);
-    } else if !req.raw_path().starts_with(b"/") {
-        // The exporter comes from configuration only: an absolute-form target
-        // (`GET http://other/x`) is sent on as its path and query (all the URI holds), so the
-        // request line cannot name another host.
-        let path_only = req.uri.clone();
-        req.set_uri(path_only);
-    }
-    // Configured exporter credentials replace whatever the client sent. Without them, the
-    // client's own Authorization (Prometheus' scrape credentials) passes through, unless it was
-    // meant for the tunnel itself.
-    if let Some(value) = target.upstream.authorization(now) {
-        req.insert_header(AUTHORIZATION, value)?;
-    } else if strip_client_auth {
-        req.remove_header(&AUTHORIZATION);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -168,6 +119,30 @@ mod tests {
         (line, fields)
     }
 
+    /// The rules stated with Pingora's header API, as an oracle: the client's header copied,
+    /// hop-by-hop fields and `hop_fields` out, `Host`, path and credentials set.
+    fn built(client: &RequestHeader, direct: &ScrapeRequest<'_>) -> Result<Box<RequestHeader>> {
+        let mut req = Box::new(client.clone());
+        req.set_version(Version::HTTP_11);
+        strip_hop_by_hop(&mut req);
+        for name in direct.hop_fields {
+            req.remove_header(name);
+        }
+        req.insert_header(HOST, direct.target.host_header.clone())?;
+        if let Some(path) = direct.forwarded_path {
+            req.set_uri(path.parse().expect("a path"));
+        } else if !req.raw_path().starts_with(b"/") {
+            let path_only = req.uri.clone();
+            req.set_uri(path_only);
+        }
+        if let Some(value) = direct.target.upstream.authorization(direct.now) {
+            req.insert_header(AUTHORIZATION, value)?;
+        } else if direct.strip_client_auth {
+            req.remove_header(&AUTHORIZATION);
+        }
+        Ok(req)
+    }
+
     #[test]
     fn the_direct_writer_sends_what_the_built_request_would() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -189,23 +164,30 @@ mod tests {
                 ("TE", "trailers"),
                 ("Authorization", "Basic cHJvbTpz"),
                 ("X-Prometheus-Scrape-Timeout-Seconds", "10"),
+                ("Prometheus-Tunnel-Target", "vm-1"),
             ]),
         ];
+        let agent_hop = [HeaderName::from_static("prometheus-tunnel-target")];
+        let absolute =
+            RequestHeader::build("GET", b"http://other:9100/x?y=1", None).expect("request");
+        let clients = [clients[0].clone(), clients[1].clone(), absolute];
         let now = Instant::now();
         for target in [&plain, &with_token] {
             for client in &clients {
-                for (forwarded_path, strip_client_auth) in
-                    [(None, false), (None, true), (Some("/metrics?x=1"), false)]
-                {
-                    let built = |c: &RequestHeader| {
-                        upstream_request(c, target, forwarded_path, now, strip_client_auth)
-                    };
+                for (forwarded_path, strip_client_auth, hop_fields) in [
+                    (None, false, &[][..]),
+                    (None, true, &[][..]),
+                    (Some("/metrics?x=1"), false, &[][..]),
+                    (Some("/metrics?x=1"), false, &agent_hop[..]),
+                ] {
                     let direct = ScrapeRequest {
                         target,
                         forwarded_path,
                         now,
                         strip_client_auth,
+                        hop_fields,
                     };
+                    let built = |c: &RequestHeader| built(c, &direct);
                     let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
                     built.write(client, &mut a).expect("built");
                     direct.write(client, &mut b).expect("direct");
@@ -225,6 +207,7 @@ mod tests {
             forwarded_path: None,
             now,
             strip_client_auth: false,
+            hop_fields: &agent_hop,
         };
         direct.write(&clients[1], &mut wire).expect("direct");
         let text = String::from_utf8_lossy(&wire);
