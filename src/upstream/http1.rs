@@ -245,8 +245,7 @@ impl ExporterExchange {
                         let framing = Framing::of(response.headers);
                         let code = response.code.unwrap_or_default();
                         let version = response.version;
-                        let reason = response.reason.map(str::to_owned);
-                        let count = response.headers.len();
+                        let reason = response.reason.map(|r| span(&self.buf, r.as_bytes()));
                         let spans: Vec<_> = response
                             .headers
                             .iter()
@@ -261,8 +260,7 @@ impl ExporterExchange {
                         let header = build_header(
                             code,
                             version,
-                            reason.as_deref(),
-                            count,
+                            reason,
                             &raw,
                             &spans,
                             framing.transfer_encoding,

@@ -86,13 +86,12 @@ pub(super) fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
-/// The response header for the client from the parsed fields at `spans` of `raw`, their names'
-/// case kept.
+/// The response header for the client from the parsed reason phrase and fields at `reason`
+/// and `spans` of `raw`, their names' case kept.
 pub(super) fn build_header(
     code: u16,
     version: Option<u8>,
-    reason: Option<&str>,
-    count: usize,
+    reason: Option<Range<usize>>,
     raw: &Bytes,
     spans: &[FieldSpan],
     transfer_encoding: bool,
@@ -105,11 +104,13 @@ pub(super) fn build_header(
         )
         .into_up()
     };
-    let mut header = Box::new(ResponseHeader::build(code, Some(count)).map_err(invalid)?);
+    let mut header = Box::new(ResponseHeader::build(code, Some(spans.len())).map_err(invalid)?);
     header.set_version(match version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     });
+    // httparse gave the phrase as a `str`: it is UTF-8.
+    let reason = reason.and_then(|r| std::str::from_utf8(&raw[r]).ok());
     header.set_reason_phrase(reason).map_err(invalid)?;
     for field in spans {
         let name = raw.slice(field.name.clone());

@@ -176,11 +176,14 @@ async fn head_204_and_304_have_no_body_whatever_their_header_says() {
 
 #[tokio::test]
 async fn an_informational_answer_is_skipped_and_a_switch_of_protocols_refused() {
-    let (mut exchange, exporter) =
-        answered("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await;
+    let (mut exchange, exporter) = answered(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 All fine\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
     let header = exchange.read_header().await.expect("header");
     assert_eq!(header.status.as_u16(), 200);
+    // The final answer's own reason phrase goes on.
+    assert_eq!(header.get_reason_phrase(), Some("All fine"));
     assert_eq!(body(&mut exchange).await.expect("body"), b"ok");
     let _theirs = exporter.await.expect("exporter");
 
