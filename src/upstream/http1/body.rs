@@ -58,11 +58,7 @@ impl ExporterExchange {
                             format!("the exporter closed the connection with {left} bytes of the body still to come"),
                         ));
                     }
-                    let n = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - n as u64;
+                    let (n, left) = self.buffered_of(left);
                     self.body = if left == 0 {
                         BodyState::Done
                     } else {
@@ -82,11 +78,7 @@ impl ExporterExchange {
                     if self.buf.is_empty() {
                         self.read_chunked_bytes(until).await?;
                     }
-                    let n = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - n as u64;
+                    let (n, left) = self.buffered_of(left);
                     self.body = BodyState::Chunked(if left == 0 {
                         ChunkState::DataEnd
                     } else {
@@ -101,6 +93,15 @@ impl ExporterExchange {
                 }
             }
         }
+    }
+
+    /// How many of the `left` bytes still to come are buffered, and how many remain after them.
+    fn buffered_of(&self, left: u64) -> (usize, u64) {
+        let n = self
+            .buf
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        (n, left - n as u64)
     }
 
     /// Marks the first `n` buffered bytes handed on and returns them.
