@@ -21,7 +21,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Method, Version};
 use log::trace;
 use pingora_core::protocols::Stream;
@@ -254,9 +254,12 @@ impl ExporterExchange {
                                 value: span(&self.buf, f.value),
                             })
                             .collect();
-                        // The header's bytes become the fields' own, without a copy; the body's
-                        // stay in the buffer.
-                        let raw = self.buf.split_to(length).freeze();
+                        // The header's few hundred bytes are copied out for its fields, rather
+                        // than split off: a split would share the read buffer with the header the
+                        // client session keeps, so every later read of a large body would need a
+                        // buffer of its own instead of reusing this one from its start.
+                        let raw = Bytes::copy_from_slice(&self.buf[..length]);
+                        self.buf.advance(length);
                         let header = build_header(
                             code,
                             version,
