@@ -123,8 +123,9 @@ fn a_low_open_file_limit_refuses_clients_first_and_keeps_health_checks_answered(
         let health = quick.get(&tunnel.admin_url("/healthz")).call();
         assert!(
             matches!(&health, Ok(r) if r.status() == 200),
-            "/healthz: {health:?} after {:?}",
-            started.elapsed()
+            "/healthz: {health:?} after {:?}; the tunnel's log:\n{}",
+            started.elapsed(),
+            tunnel.log()
         );
     }
     // A scrape is answered at once, refused while the silent ones hold every slot.
