@@ -5,7 +5,7 @@
 //! Dependencies run one way, each layer importing only those above it:
 //! 1. [`config`]: settings, parsed and validated, no I/O beyond reading the conf file;
 //! 2. [`material`]: the files settings name (certificates, secrets), read and checked;
-//! 3. [`upstream`] (how an exporter is reached), [`targets`] (the table of exporters),
+//! 3. [`http1`] (HTTP/1 framing, for both ends of a scrape), [`upstream`] (how an exporter is reached), [`targets`] (the table of exporters),
 //!    [`access`] and [`listener`] (the proxy port's connections);
 //! 4. [`reverse`] (reverse mode: the poll port, and scrapes of the names clients register) and
 //!    [`agent`] (agent mode, the tunnel's side: the agent port, the agents' names, the other
@@ -46,6 +46,7 @@ pub mod agent;
 pub mod agent_role;
 pub mod build_info;
 pub mod config;
+pub mod http1;
 pub mod ip_range;
 pub mod listener;
 pub mod logging;

@@ -27,17 +27,11 @@ use log::trace;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
-mod body;
-mod framing;
-
-use body::{BodyState, ChunkState};
-use framing::{build_header, span, FieldSpan, Framing};
-
-/// What one read from the exporter may take: the whole of a typical page's answer, so that it
-/// arrives in one system call; Pingora's body reads use the same size.
-const READ_SIZE: usize = 64 * 1024;
+use crate::http1::body::{BodyReader, BodyState, ChunkState, READ_SIZE};
+use crate::http1::framing::{build_header, span, FieldSpan, Framing};
+use crate::http1::Sender;
 
 /// The longest response header accepted, Pingora's limit.
 const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
@@ -45,19 +39,11 @@ const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
 /// The most header fields in a response, Pingora's limit.
 const MAX_HEADERS: usize = 256;
 
-/// The longest chunk-size line or trailer field accepted in a chunked body.
-const MAX_CHUNK_LINE: usize = 4096;
-
 /// One exporter connection carrying one scrape: the request, then the answer's header and body.
 pub struct ExporterExchange {
     stream: Stream,
-    /// Bytes read from the exporter and not yet handed on; the request is also serialised here.
-    buf: BytesMut,
-    /// Bytes at the front of `buf` handed on by the last [`ExporterExchange::read_body`], to
-    /// drop at the next call (the caller held a slice of them until then).
-    handed: usize,
-    /// Where the answer's body stands.
-    body: BodyState,
+    /// The answer as read, header then body; the request is also serialised in its buffer.
+    answer: BodyReader,
     /// Whether the request was HEAD, whose answer has no body whatever its header says.
     head: bool,
     /// Whether the exporter lets the connection carry another request.
@@ -66,7 +52,7 @@ pub struct ExporterExchange {
 
 /// An error of the exporter's side of the exchange.
 fn exporter_error(etype: ErrorType, context: impl Into<String>) -> Box<Error> {
-    Error::explain(etype, context.into()).into_up()
+    Sender::Exporter.error(etype, context)
 }
 
 /// The request line and header a scrape sends the exporter, written from the client's request.
@@ -131,9 +117,7 @@ impl ExporterExchange {
     pub fn new(stream: Stream) -> Self {
         ExporterExchange {
             stream,
-            buf: BytesMut::with_capacity(READ_SIZE),
-            handed: 0,
-            body: BodyState::Unknown,
+            answer: BodyReader::new(Sender::Exporter, BytesMut::with_capacity(READ_SIZE)),
             head: false,
             keep_alive: false,
         }
@@ -147,22 +131,22 @@ impl ExporterExchange {
         client: &RequestHeader,
     ) -> Result<()> {
         self.head = client.method == Method::HEAD;
-        self.buf.clear();
-        request.write(client, &mut self.buf)?;
+        self.answer.buf.clear();
+        request.write(client, &mut self.answer.buf)?;
         // Pingora's own line, which `logging::redact` masks the credentials of.
-        trace!("Writing request header: {:?}", self.buf);
+        trace!("Writing request header: {:?}", self.answer.buf);
         Ok(())
     }
 
     /// Sends the prepared request. Errors are marked retryable on a reused connection the
     /// exporter closed while it was idle, as Pingora marks them.
     pub async fn send(&mut self) -> Result<()> {
-        let written = self.stream.write_all(&self.buf).await;
+        let written = self.stream.write_all(&self.answer.buf).await;
         let written = match written {
             Ok(()) => self.stream.flush().await,
             Err(e) => Err(e),
         };
-        self.buf.clear();
+        self.answer.buf.clear();
         written.or_err(
             ErrorType::WriteError,
             "while writing the request to the exporter",
@@ -193,7 +177,7 @@ impl ExporterExchange {
     /// Decides how the body of the answer `header` is framed and whether the connection may
     /// be kept.
     fn frame(&mut self, header: &ResponseHeader, framing: &Framing, status: u16) -> Result<()> {
-        self.body = if self.head || matches!(status, 204 | 304) {
+        self.answer.state = if self.head || matches!(status, 204 | 304) {
             BodyState::Length(0)
         } else if framing.chunked {
             BodyState::Chunked(ChunkState::Size)
@@ -211,11 +195,11 @@ impl ExporterExchange {
                 None => BodyState::UntilClose,
             }
         };
-        if self.body == BodyState::Length(0) {
-            self.body = BodyState::Done;
+        if self.answer.state == BodyState::Length(0) {
+            self.answer.state = BodyState::Done;
         }
         // RFC 9112 section 6.1: an HTTP/1.0 answer with Transfer-Encoding closes its connection.
-        self.keep_alive = self.body != BodyState::UntilClose
+        self.keep_alive = self.answer.state != BodyState::UntilClose
             && !framing.close
             && match header.version {
                 Version::HTTP_11 => true,
@@ -226,7 +210,7 @@ impl ExporterExchange {
 
     /// Reads and parses one response header, informational or final.
     async fn read_one_header(&mut self) -> Result<(Box<ResponseHeader>, Framing)> {
-        let mut parse_first = !self.buf.is_empty();
+        let mut parse_first = !self.answer.buf.is_empty();
         loop {
             if parse_first {
                 // Left uninitialised: zeroing 256 fields (8 KiB) per scrape cost more than the
@@ -238,28 +222,30 @@ impl ExporterExchange {
                 parser.allow_obsolete_multiline_headers_in_responses(true);
                 match parser.parse_response_with_uninit_headers(
                     &mut response,
-                    &self.buf,
+                    &self.answer.buf,
                     &mut fields,
                 ) {
                     Ok(httparse::Status::Complete(length)) => {
                         let framing = Framing::of(response.headers);
                         let code = response.code.unwrap_or_default();
                         let version = response.version;
-                        let reason = response.reason.map(|r| span(&self.buf, r.as_bytes()));
+                        let reason = response
+                            .reason
+                            .map(|r| span(&self.answer.buf, r.as_bytes()));
                         let spans: Vec<_> = response
                             .headers
                             .iter()
                             .map(|f| FieldSpan {
-                                name: span(&self.buf, f.name.as_bytes()),
-                                value: span(&self.buf, f.value),
+                                name: span(&self.answer.buf, f.name.as_bytes()),
+                                value: span(&self.answer.buf, f.value),
                             })
                             .collect();
                         // The header's few hundred bytes are copied out for its fields, rather
                         // than split off: a split would share the read buffer with the header the
                         // client session keeps, so every later read of a large body would need a
                         // buffer of its own instead of reusing this one from its start.
-                        let raw = Bytes::copy_from_slice(&self.buf[..length]);
-                        self.buf.advance(length);
+                        let raw = Bytes::copy_from_slice(&self.answer.buf[..length]);
+                        self.answer.buf.advance(length);
                         let header = build_header(
                             code,
                             version,
@@ -280,15 +266,15 @@ impl ExporterExchange {
                         .into_up())
                     }
                 }
-                if self.buf.len() > MAX_HEADER_BYTES {
+                if self.answer.buf.len() > MAX_HEADER_BYTES {
                     return Err(exporter_error(
                         ErrorType::InvalidHTTPHeader,
                         format!("the exporter's response header is over {MAX_HEADER_BYTES} bytes"),
                     ));
                 }
             }
-            let before = self.buf.len();
-            match self.fill().await {
+            let before = self.answer.buf.len();
+            match self.answer.fill(&mut self.stream).await {
                 Ok(0) => {
                     let mut e = exporter_error(
                         ErrorType::ConnectionClosed,
@@ -317,35 +303,28 @@ impl ExporterExchange {
         }
     }
 
-    /// Reads more of the answer into the buffer's free space; the number of bytes read, 0 when
-    /// the exporter closed the connection.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.is_empty() {
-            // Reclaims the whole allocation once every byte of it has been handed on.
-            self.buf.clear();
-        }
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
-        self.stream.read_buf(&mut self.buf).await
+    /// The next piece of the answer's body (without chunked framing), `None` once it is all
+    /// handed on; a read from the socket not done by `until` fails with `ReadTimedout`.
+    pub async fn read_body(&mut self, until: tokio::time::Instant) -> Result<Option<&[u8]>> {
+        self.answer.read_body(&mut self.stream, until).await
     }
 
     /// Whether the body ends only when the exporter closes the connection: such a body is sent
     /// on to the client chunked, so the client's connection stays open.
     pub fn body_until_close(&self) -> bool {
-        self.body == BodyState::UntilClose
+        self.answer.state == BodyState::UntilClose
     }
 
     /// Whether the whole body has been handed on.
     pub fn is_body_done(&self) -> bool {
-        self.body == BodyState::Done
+        self.answer.state == BodyState::Done
     }
 
     /// The connection, if it can carry another scrape: the answer was read whole, nothing
     /// followed it, and the exporter keeps it alive. Otherwise it is closed.
     pub fn into_reusable(mut self) -> Option<Stream> {
-        self.buf.advance(std::mem::take(&mut self.handed));
-        (self.keep_alive && self.body == BodyState::Done && self.buf.is_empty())
+        self.answer.settle();
+        (self.keep_alive && self.answer.state == BodyState::Done && self.answer.buf.is_empty())
             .then_some(self.stream)
     }
 }

@@ -1,20 +1,28 @@
-//! An answer's body as it comes: by its length, until the connection closes, or unframed from
-//! chunked encoding, handed on piece by piece from the exchange's read buffer.
+//! A message's body as it comes: by its length, until the connection closes, or unframed from
+//! chunked encoding, handed on piece by piece from the one buffer its header was read into.
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use pingora_error::{Error, ErrorType, Result};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use super::{exporter_error, ExporterExchange, MAX_CHUNK_LINE};
+use super::Sender;
 
-/// Where an answer's body stands.
+/// What one read from a peer may take: the whole of a typical page's answer, so that it arrives
+/// in one system call; Pingora's body reads use the same size.
+pub const READ_SIZE: usize = 64 * 1024;
+
+/// The longest chunk-size line or trailer field accepted in a chunked body.
+pub const MAX_CHUNK_LINE: usize = 4096;
+
+/// Where a body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyState {
+pub enum BodyState {
     /// The header is not read yet.
     Unknown,
     /// This many bytes of a body with a known length are still to come.
     Length(u64),
-    /// The body ends when the exporter closes the connection.
+    /// The body ends when the sender closes the connection (answers only).
     UntilClose,
     /// A chunked body, at this point of its framing.
     Chunked(ChunkState),
@@ -24,7 +32,7 @@ pub(super) enum BodyState {
 
 /// Where a chunked body's framing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ChunkState {
+pub enum ChunkState {
     /// A chunk-size line is next.
     Size,
     /// This many bytes of the current chunk's data are still to come.
@@ -35,15 +43,63 @@ pub(super) enum ChunkState {
     Trailers,
 }
 
-impl ExporterExchange {
+/// A message's bytes as read from its sender: the header's (while it is parsed), then its
+/// body's, handed on from the same buffer; and what follows the body (a pipelined request).
+#[derive(Debug)]
+pub struct BodyReader {
+    /// Bytes read and not yet handed on.
+    pub buf: BytesMut,
+    /// Bytes at the front of `buf` handed on by the last [`BodyReader::read_body`], to drop at
+    /// the next call (the caller held a slice of them until then).
+    handed: usize,
+    /// Where the body stands.
+    pub state: BodyState,
+    /// Whose message it is, for errors.
+    sender: Sender,
+}
+
+impl BodyReader {
+    /// A reader of `sender`'s message, starting with the bytes already read in `buf`.
+    pub fn new(sender: Sender, buf: BytesMut) -> Self {
+        BodyReader {
+            buf,
+            handed: 0,
+            state: BodyState::Unknown,
+            sender,
+        }
+    }
+
+    /// Drops the bytes the last [`BodyReader::read_body`] handed on; `buf` then starts with
+    /// what was not.
+    pub fn settle(&mut self) {
+        self.buf.advance(std::mem::take(&mut self.handed));
+    }
+
+    /// Reads more from `stream` into the buffer's free space; the number of bytes read, 0 when
+    /// the sender closed the connection.
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> std::io::Result<usize> {
+        if self.buf.is_empty() {
+            // Reclaims the whole allocation once every byte of it has been handed on.
+            self.buf.clear();
+        }
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        stream.read_buf(&mut self.buf).await
+    }
+
     /// The next piece of the body (without chunked framing), `None` once it is all handed on.
-    /// A read from the socket that is not done by `until` fails with `ReadTimedout`; bytes
+    /// A read from `stream` that is not done by `until` fails with `ReadTimedout`; bytes
     /// already buffered are handed on without a timer. Not cancel-safe beyond what tokio's
     /// reads are: a cancelled exchange is dropped, not resumed.
-    pub async fn read_body(&mut self, until: Instant) -> Result<Option<&[u8]>> {
-        self.buf.advance(std::mem::take(&mut self.handed));
+    pub async fn read_body<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        until: Instant,
+    ) -> Result<Option<&[u8]>> {
+        self.settle();
         loop {
-            match self.body {
+            match self.state {
                 BodyState::Done => return Ok(None),
                 BodyState::Unknown => {
                     return Err(Error::explain(
@@ -52,14 +108,14 @@ impl ExporterExchange {
                     ))
                 }
                 BodyState::Length(left) => {
-                    if self.buf.is_empty() && self.read_body_bytes(until).await? == 0 {
-                        return Err(exporter_error(
+                    if self.buf.is_empty() && self.read_body_bytes(stream, until).await? == 0 {
+                        return Err(self.sender.error(
                             ErrorType::ConnectionClosed,
-                            format!("the exporter closed the connection with {left} bytes of the body still to come"),
+                            format!("the {} closed the connection with {left} bytes of the body still to come", self.sender.name()),
                         ));
                     }
                     let (n, left) = self.buffered_of(left);
-                    self.body = if left == 0 {
+                    self.state = if left == 0 {
                         BodyState::Done
                     } else {
                         BodyState::Length(left)
@@ -67,8 +123,8 @@ impl ExporterExchange {
                     return Ok(Some(self.hand_on(n)));
                 }
                 BodyState::UntilClose => {
-                    if self.buf.is_empty() && self.read_body_bytes(until).await? == 0 {
-                        self.body = BodyState::Done;
+                    if self.buf.is_empty() && self.read_body_bytes(stream, until).await? == 0 {
+                        self.state = BodyState::Done;
                         return Ok(None);
                     }
                     let n = self.buf.len();
@@ -76,10 +132,10 @@ impl ExporterExchange {
                 }
                 BodyState::Chunked(ChunkState::Data(left)) => {
                     if self.buf.is_empty() {
-                        self.read_chunked_bytes(until).await?;
+                        self.read_chunked_bytes(stream, until).await?;
                     }
                     let (n, left) = self.buffered_of(left);
-                    self.body = BodyState::Chunked(if left == 0 {
+                    self.state = BodyState::Chunked(if left == 0 {
                         ChunkState::DataEnd
                     } else {
                         ChunkState::Data(left)
@@ -88,7 +144,7 @@ impl ExporterExchange {
                 }
                 BodyState::Chunked(state) => {
                     if !self.advance_chunk_framing(state)? {
-                        self.read_chunked_bytes(until).await?;
+                        self.read_chunked_bytes(stream, until).await?;
                     }
                 }
             }
@@ -113,17 +169,18 @@ impl ExporterExchange {
     /// Parses the chunked framing (not data) at the front of the buffer; `false` when more
     /// bytes are needed first.
     fn advance_chunk_framing(&mut self, state: ChunkState) -> Result<bool> {
+        let sender = self.sender;
         let invalid = |what: &str| {
-            exporter_error(
+            sender.error(
                 ErrorType::InvalidHTTPHeader,
-                format!("the exporter's chunked body is malformed: {what}"),
+                format!("the {}'s chunked body is malformed: {what}", sender.name()),
             )
         };
         match state {
             ChunkState::Size => match httparse::parse_chunk_size(&self.buf) {
                 Ok(httparse::Status::Complete((used, size))) => {
                     self.buf.advance(used);
-                    self.body = BodyState::Chunked(if size == 0 {
+                    self.state = BodyState::Chunked(if size == 0 {
                         ChunkState::Trailers
                     } else {
                         ChunkState::Data(size)
@@ -144,7 +201,7 @@ impl ExporterExchange {
                     return Err(invalid("a chunk's data is longer than its size"));
                 }
                 self.buf.advance(2);
-                self.body = BodyState::Chunked(ChunkState::Size);
+                self.state = BodyState::Chunked(ChunkState::Size);
                 Ok(true)
             }
             ChunkState::Trailers => {
@@ -158,7 +215,7 @@ impl ExporterExchange {
                 // without them, and Prometheus reads none.
                 self.buf.advance(end + 2);
                 if end == 0 {
-                    self.body = BodyState::Done;
+                    self.state = BodyState::Done;
                 }
                 Ok(true)
             }
@@ -166,24 +223,40 @@ impl ExporterExchange {
         }
     }
 
-    /// Reads more of a chunked body; the exporter closing the connection first is an error.
-    async fn read_chunked_bytes(&mut self, until: Instant) -> Result<()> {
-        if self.read_body_bytes(until).await? == 0 {
-            return Err(exporter_error(
+    /// Reads more of a chunked body; the sender closing the connection first is an error.
+    async fn read_chunked_bytes<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        until: Instant,
+    ) -> Result<()> {
+        if self.read_body_bytes(stream, until).await? == 0 {
+            return Err(self.sender.error(
                 ErrorType::ConnectionClosed,
-                "the exporter closed the connection before its chunked body ended",
+                format!(
+                    "the {} closed the connection before its chunked body ended",
+                    self.sender.name()
+                ),
             ));
         }
         Ok(())
     }
 
     /// Reads more of the body into the buffer.
-    async fn read_body_bytes(&mut self, until: Instant) -> Result<usize> {
-        match tokio::time::timeout_at(until, self.fill()).await {
+    async fn read_body_bytes<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        until: Instant,
+    ) -> Result<usize> {
+        let sender = self.sender;
+        match tokio::time::timeout_at(until, self.fill(stream)).await {
             Ok(read) => read.map_err(|e| {
-                Error::because(ErrorType::ReadError, "while reading the body", e).into_up()
+                sender.mark(Error::because(
+                    ErrorType::ReadError,
+                    "while reading the body",
+                    e,
+                ))
             }),
-            Err(_) => Err(exporter_error(
+            Err(_) => Err(sender.error(
                 ErrorType::ReadTimedout,
                 "the body was still arriving at the deadline",
             )),

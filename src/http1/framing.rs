@@ -1,6 +1,6 @@
-//! What an answer's header says: how its body is framed and whether its connection may be kept,
-//! read from the parsed fields in one pass, and the header built for the client from the same
-//! bytes.
+//! What a message's header says: how its body is framed and whether its connection may be kept,
+//! read from the parsed fields in one pass; and an exporter's answer header built for the client
+//! from the same bytes.
 
 use std::ops::Range;
 
@@ -10,23 +10,24 @@ use http::Version;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
-/// How the answer's header frames its body, read from its fields in one pass.
+/// How a header frames its body, read from its fields in one pass.
 #[derive(Debug, Default)]
-pub(super) struct Framing {
+pub struct Framing {
     /// Any `Transfer-Encoding` field.
-    pub(super) transfer_encoding: bool,
+    pub transfer_encoding: bool,
     /// The last transfer coding is `chunked`.
-    pub(super) chunked: bool,
+    pub chunked: bool,
     /// The body's length; `Err` when the `Content-Length` fields are invalid or disagree.
-    pub(super) content_length: Option<Result<u64, ()>>,
+    pub content_length: Option<Result<u64, ()>>,
     /// `Connection: keep-alive`.
-    pub(super) keep_alive: bool,
+    pub keep_alive: bool,
     /// `Connection: close`.
-    pub(super) close: bool,
+    pub close: bool,
 }
 
 impl Framing {
-    pub(super) fn of(fields: &[httparse::Header<'_>]) -> Self {
+    /// What the parsed `fields` of a header say.
+    pub fn of(fields: &[httparse::Header<'_>]) -> Self {
         let mut framing = Framing::default();
         for field in fields {
             let name = field.name.as_bytes();
@@ -75,20 +76,22 @@ fn content_length(value: &[u8], before: Result<u64, ()>) -> Result<u64, ()> {
 }
 
 /// Where a header field's name and value lie in the header's bytes.
-pub(super) struct FieldSpan {
-    pub(super) name: Range<usize>,
-    pub(super) value: Range<usize>,
+pub struct FieldSpan {
+    /// The field's name.
+    pub name: Range<usize>,
+    /// The field's value.
+    pub value: Range<usize>,
 }
 
 /// Where `part`, a slice of `buf`, lies in it.
-pub(super) fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+pub fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
 }
 
 /// The response header for the client from the parsed reason phrase and fields at `reason`
 /// and `spans` of `raw`, their names' case kept.
-pub(super) fn build_header(
+pub fn build_header(
     code: u16,
     version: Option<u8>,
     reason: Option<Range<usize>>,
