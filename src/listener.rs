@@ -13,14 +13,17 @@
 //! 2. with TLS, the handshake, within `HEADER_READ_TIMEOUT` of the accept;
 //! 3. wait for a request's first bytes (the first request: by that same deadline; later ones:
 //!    up to `IDLE_TIMEOUT`, then `HEADER_READ_TIMEOUT` from their first byte for the rest);
-//! 4. Pingora's HTTP/1 session parses the header, and the handler answers it;
+//! 4. the header is parsed (`request.rs`) into a [`ClientExchange`] (`exchange.rs`), and the
+//!    handler answers it;
 //! 5. if the connection may carry another request, go to 3 with any pipelined bytes.
 
 pub mod capacity;
 pub mod client_stream;
+pub mod exchange;
 pub mod gate;
 pub mod header;
 pub mod headers;
+pub mod request;
 pub mod respond;
 pub mod scrape_client;
 
@@ -32,7 +35,6 @@ use bytes::BytesMut;
 use log::debug;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::Error;
@@ -41,14 +43,15 @@ use tokio::io::AsyncWriteExt;
 use crate::config::ClientLimits;
 use crate::metrics::{ConnectionRejection, PortMetrics};
 use client_stream::ClientStream;
+pub use exchange::ClientExchange;
 use gate::{ConnectionGate, ConnectionSlot};
 use header::HeaderFailure;
 
 /// What the proxy port does with the requests the listener reads.
 #[async_trait]
 pub trait RequestHandler: Send + Sync + 'static {
-    /// Answers the request whose header `session` has read (at `started`), and counts it.
-    async fn serve(&self, session: &mut HttpSession, started: Instant);
+    /// Answers the request `session` carries (its header read at `started`), and counts it.
+    async fn serve(&self, session: &mut ClientExchange, started: Instant);
 
     /// Answers, where someone still listens, and counts a request whose header could not be
     /// read or parsed, on the `client` connection, which closes afterwards.
@@ -250,37 +253,21 @@ impl<H: RequestHandler> ProxyPort<H> {
             }
         };
         let started = Instant::now();
-        let mut session = HttpSession::new(stream);
-        // Pingora parses the header from these bytes, without reading the socket again.
-        session.set_pipelining_enabled(true);
-        session.set_pipelined_prefix(header);
-        session.set_read_timeout(Some(
-            deadline.saturating_duration_since(tokio::time::Instant::now()),
-        ));
-        match session.read_request().await {
-            Ok(Some(_)) => {
-                self.handler.serve(&mut session, started).await;
-                if *shutdown.borrow() {
-                    session.set_server_keepalive(None);
-                }
-            }
-            Ok(None) => return None,
-            Err(e) => {
-                let mut client = session.into_inner();
+        let mut session = match ClientExchange::new(stream, header) {
+            Ok(session) => session,
+            Err((mut client, e)) => {
                 self.handler
                     .refuse(&mut client, Unreadable::Malformed(e), started)
                     .await;
                 close(&mut client).await;
                 return None;
             }
+        };
+        self.handler.serve(&mut session, started).await;
+        if *shutdown.borrow() {
+            session.close_after_answer();
         }
-        match session.reuse().await {
-            Ok(reusable) => reusable.map(|reusable| reusable.into_parts()),
-            Err(e) => {
-                debug!("connection not reusable: {e}");
-                None
-            }
-        }
+        session.into_reusable().await
     }
 
     /// Counts and answers a request whose header did not arrive whole.
@@ -300,16 +287,6 @@ impl<H: RequestHandler> ProxyPort<H> {
             HeaderFailure::Idle | HeaderFailure::Closed => return,
         };
         self.handler.refuse(client, why, started).await;
-    }
-}
-
-/// Resolves when the client closes or resets its connection: an error to end what it waits
-/// for with (499). Bytes from the client (a pipelined request) are kept for later by the
-/// session and do not end it. For a request whose body was read whole.
-pub async fn client_gone(session: &mut HttpSession) -> Box<Error> {
-    match session.read_body_or_idle(true).await {
-        Err(e) => e.into_down(),
-        Ok(_) => std::future::pending().await,
     }
 }
 

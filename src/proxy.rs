@@ -4,13 +4,16 @@
 //! Which parts of Pingora run, and which do not:
 //! - used: pingora-core's `Server` (signals, graceful shutdown, zero-downtime upgrade), its
 //!   listening `Service` and accept loop (with a `connection_filter`, `listener/gate.rs`), its
-//!   TLS `Acceptor`, its HTTP/1 server session (request parsing, response writing), its
-//!   `TransportConnector` with `HttpPeer` and `PeerOptions` (connect, TLS to the exporter,
-//!   `custom_l4` for forward proxies); `BackgroundService` for reloads.
-//! - not used: pingora-core's HTTP/1 client session. The exporter's answer is read by the
-//!   tunnel's own client (`upstream/http1.rs`) on the stream Pingora's connector opened: one
-//!   read takes a whole gzip-compressed page where Pingora's took two, and the header is
-//!   parsed once into what the client is sent (why, and what it saved: that module's doc).
+//!   TLS `Acceptor`, its request authority check, its `TransportConnector` with `HttpPeer` and
+//!   `PeerOptions` (connect, TLS to the exporter, `custom_l4` for forward proxies), its header
+//!   types (`RequestHeader`, `ResponseHeader`); `BackgroundService` for reloads.
+//! - not used: pingora-core's HTTP/1 client and server sessions. The exporter's answer is read
+//!   by the tunnel's own client (`upstream/http1.rs`) on the stream Pingora's connector opened:
+//!   one read takes a whole gzip-compressed page where Pingora's took two, and the header is
+//!   parsed once into what the client is sent. The client's request is parsed, and the answer
+//!   written, by the tunnel's own exchange (`listener/exchange.rs`), by Pingora's rules: the
+//!   answer's header and body leave in one `writev` from where they lie, where Pingora's
+//!   session copied both into a buffer first. Why, and what each saved: those modules' docs.
 //! - not used: pingora-proxy. None of its `ProxyHttp` hooks (`request_filter`,
 //!   `upstream_peer`, `upstream_response_filter`, `response_filter`, `fail_to_connect`,
 //!   `error_while_proxy`, `fail_to_proxy`, `logging`) exists here, and neither does Pingora's
@@ -51,11 +54,11 @@ pub mod route;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::listener::ClientExchange;
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use http::Method;
 use log::debug;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::server::configuration::ServerConf;
 use pingora_error::{Error, ErrorType, Result};
 
@@ -168,11 +171,8 @@ impl TunnelProxy {
     }
 
     /// Steps 1-5: refuses what must not be forwarded, picks the target and forwards.
-    async fn answer(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<()> {
-        let client = session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(|addr| addr.ip());
+    async fn answer(&self, session: &mut ClientExchange, ctx: &mut RequestCtx) -> Result<()> {
+        let client = session.client_ip();
         match self
             .access
             .check(client, session.get_header(AUTHORIZATION), ctx.start)
@@ -283,7 +283,7 @@ impl TunnelProxy {
                 let body = format!(
                     "400 Bad Request: name the exporter with ?{param}=NAME; /targets on the metrics port lists them\n"
                 );
-                session.set_server_keepalive(None);
+                session.close_after_answer();
                 return respond(session, 400, Bytes::from(body), &[]).await;
             }
         }
@@ -292,7 +292,7 @@ impl TunnelProxy {
     }
 
     /// Step 5: the request to its target's exporter, the answer streamed back.
-    async fn forward(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Result<()> {
+    async fn forward(&self, session: &mut ClientExchange, ctx: &mut RequestCtx) -> Result<()> {
         let target = chosen(&ctx.target)?;
         ctx.forwarded = true;
         // Time already spent counts against it.

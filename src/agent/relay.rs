@@ -5,15 +5,15 @@
 
 use std::time::Instant;
 
+use crate::listener::ClientExchange;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{Method, Version};
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use super::directory::AgentRoute;
 use super::wire;
-use crate::listener::client_gone;
+
 use crate::listener::headers::{strip_hop_by_hop, SCRAPE_TIMEOUT_HEADER};
 use crate::metrics::{UpstreamErrorKind, METRICS};
 
@@ -91,7 +91,7 @@ fn agent_request(
 /// Sends the scrape `session` read to the agent of `route` as target `name`, and streams the
 /// answer back, by `deadline` at the latest; answers larger than `max_body` are cut.
 pub async fn relay(
-    session: &mut HttpSession,
+    session: &mut ClientExchange,
     route: &AgentRoute,
     name: &str,
     path: Option<&str>,
@@ -125,7 +125,7 @@ pub async fn relay(
             Ok(Err(e)) => return Err(failed(AGENT_LOST, e.to_string())),
             Err(_) => return Err(failed(AGENT_TIMEOUT, format!("no answer within {left:?}"))),
         },
-        gone = client_gone(session) => return Err(gone),
+        gone = session.gone() => return Err(gone),
     }
     let Some(header) = stream.response_header() else {
         return Err(failed(AGENT_LOST, "no response header".into()));
@@ -167,7 +167,7 @@ pub async fn relay(
                 Ok(Err(e)) => return Err(failed(AGENT_LOST, e.to_string())),
                 Err(_) => return Err(failed(AGENT_TIMEOUT, "the answer stalled mid-body".into())),
             },
-            gone = client_gone(session) => return Err(gone),
+            gone = session.gone() => return Err(gone),
         };
         received += piece.len() as u64;
         if received > max_body {

@@ -1,10 +1,10 @@
 //! The small plain-text answers the tunnel makes itself on its ports: refusals (400, 401, 403,
 //! 404, 405, 408, 409, 413, 431) and failures (502, 503, 504).
 
+use crate::listener::ClientExchange;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::Method;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 /// Writes a complete small plain-text response to the request `session` read (header only
 /// for HEAD).
 pub async fn respond(
-    session: &mut HttpSession,
+    session: &mut ClientExchange,
     status: u16,
     body: Bytes,
     headers: &[(HeaderName, HeaderValue)],
@@ -36,12 +36,12 @@ pub async fn respond(
 /// Answers `status` and closes the connection afterwards: the request was refused, its body
 /// (if any) was never read, and the connection is not worth keeping.
 pub async fn refuse(
-    session: &mut HttpSession,
+    session: &mut ClientExchange,
     status: u16,
     body: &'static [u8],
     headers: &[(HeaderName, HeaderValue)],
 ) -> Result<()> {
-    session.set_server_keepalive(None);
+    session.close_after_answer();
     respond(session, status, Bytes::from_static(body), headers).await
 }
 

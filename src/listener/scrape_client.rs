@@ -7,10 +7,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora_core::protocols::http::v1::server::HttpSession as H1Session;
 use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::ClientExchange;
 
 /// The side a scrape's answer is written to, and watched for going away.
 pub trait ScrapeClient: Send {
@@ -37,29 +38,29 @@ pub trait ScrapeClient: Send {
     fn gone(&mut self) -> impl Future<Output = Box<Error>> + Send;
 }
 
-impl ScrapeClient for H1Session {
+impl ScrapeClient for ClientExchange {
     fn req_header(&self) -> &RequestHeader {
-        H1Session::req_header(self)
+        ClientExchange::req_header(self)
     }
 
     fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        H1Session::set_write_timeout(self, timeout);
+        ClientExchange::set_write_timeout(self, timeout);
     }
 
     async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
-        H1Session::write_response_header(self, header).await
+        ClientExchange::write_response_header(self, header).await
     }
 
     async fn write_body(&mut self, piece: &[u8]) -> Result<()> {
-        H1Session::write_body(self, piece).await.map(drop)
+        ClientExchange::write_body(self, piece).await
     }
 
     async fn finish_body(&mut self) -> Result<()> {
-        H1Session::finish_body(self).await.map(drop)
+        ClientExchange::finish_body(self).await
     }
 
     async fn gone(&mut self) -> Box<Error> {
-        super::client_gone(self).await
+        ClientExchange::gone(self).await
     }
 }
 

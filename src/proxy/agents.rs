@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::listener::ClientExchange;
 use bytes::Bytes;
 use http::Version;
 use log::debug;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
@@ -27,7 +27,7 @@ impl TunnelProxy {
         &self,
         agents: &AgentScrapes,
         lookup: Lookup,
-        session: &mut HttpSession,
+        session: &mut ClientExchange,
         ctx: &mut RequestCtx,
         name: &str,
         path: Option<&str>,
@@ -93,7 +93,7 @@ impl TunnelProxy {
                     shown(name),
                     shown(&agent)
                 );
-                session.set_server_keepalive(None);
+                session.close_after_answer();
                 respond(session, 503, Bytes::from(body), &[]).await
             }
             None => {

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
+use crate::listener::ClientExchange;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::debug;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_error::Error;
 
@@ -19,7 +19,7 @@ impl TunnelProxy {
     /// Step 6: answers the failure with its status and a one-line reason, unless the response
     /// header had already gone out (the connection then closes, so the client sees a cut body),
     /// and logs it once.
-    async fn fail(&self, session: &mut HttpSession, e: &Error, ctx: &RequestCtx) {
+    async fn fail(&self, session: &mut ClientExchange, e: &Error, ctx: &RequestCtx) {
         let failure = Failure::of(e);
         let context = if ctx.forwarded {
             "Fail to proxy:"
@@ -41,7 +41,7 @@ impl TunnelProxy {
             req.uri,
             req.headers.get(http::header::HOST)
         );
-        session.set_server_keepalive(None);
+        session.close_after_answer();
         if failure.status == CLIENT_CLOSED || session.response_written().is_some() {
             return;
         }
@@ -86,7 +86,7 @@ impl TunnelProxy {
 
 #[async_trait]
 impl RequestHandler for TunnelProxy {
-    async fn serve(&self, session: &mut HttpSession, started: Instant) {
+    async fn serve(&self, session: &mut ClientExchange, started: Instant) {
         let mut ctx = RequestCtx::new(started);
         let (status, failure) = match self.answer(session, &mut ctx).await {
             Ok(()) => (

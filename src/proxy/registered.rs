@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::listener::ClientExchange;
 use bytes::Bytes;
 use log::debug;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_error::Result;
 
 use super::{deadline, RequestCtx, TunnelProxy};
@@ -18,7 +18,7 @@ impl TunnelProxy {
     pub(super) async fn scrape_registered(
         &self,
         reverse: &ReverseScrapes,
-        session: &mut HttpSession,
+        session: &mut ClientExchange,
         ctx: &mut RequestCtx,
         name: &str,
     ) -> Result<()> {
@@ -33,7 +33,7 @@ impl TunnelProxy {
                 "503 Service Unavailable: no client is registered as {}; /clients on the poll port lists those that are\n",
                 shown(name)
             );
-            session.set_server_keepalive(None);
+            session.close_after_answer();
             return respond(session, 503, Bytes::from(body), &[]).await;
         };
         ctx.client_metrics = Some(Arc::clone(&ticket.metrics));

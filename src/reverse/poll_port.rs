@@ -10,12 +10,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::listener::ClientExchange;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::Method;
 use log::{debug, warn};
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_core::protocols::Stream;
 use pingora_error::Result;
 
@@ -24,7 +24,7 @@ use super::registry::{PollAnswer, PollRefusal, PollTicket, Registry, Withdrawal}
 use crate::access::{AccessControl, Verdict};
 use crate::ip_range::IpRange;
 use crate::listener::respond::{refuse, refuse_unread, respond};
-use crate::listener::{client_gone, RequestHandler, Unreadable};
+use crate::listener::{RequestHandler, Unreadable};
 use crate::metrics::{PollMetrics, PollOutcome};
 
 /// The longest poll body (a name) read.
@@ -84,7 +84,7 @@ impl PollPort {
     }
 
     /// Whether the client's address may poll and push.
-    pub(super) fn allows(&self, session: &HttpSession) -> bool {
+    pub(super) fn allows(&self, session: &ClientExchange) -> bool {
         let Some(allowed) = &self.rules.allowed else {
             return true;
         };
@@ -92,14 +92,14 @@ impl PollPort {
     }
 
     /// The names the client's certificate carries, when names are bound to certificates.
-    pub(super) fn certificate(&self, session: &HttpSession) -> Option<Vec<String>> {
+    pub(super) fn certificate(&self, session: &ClientExchange) -> Option<Vec<String>> {
         self.rules
             .bind_names
             .then(|| identity::certificate_names(session.stream()))
     }
 
     /// `POST /poll`: registers the name in the body and waits for a scrape for it.
-    async fn poll(&self, session: &mut HttpSession) -> Result<()> {
+    async fn poll(&self, session: &mut ClientExchange) -> Result<()> {
         if !self.allows(session) {
             self.metrics.poll(PollOutcome::Forbidden);
             return refuse(
@@ -146,7 +146,7 @@ impl PollPort {
             biased;
             answer = wait.answered() => Woke::Answer(answer),
             () = idle => Woke::Idle,
-            gone = client_gone(session) => Woke::Gone(gone),
+            gone = session.gone() => Woke::Gone(gone),
         };
         let answer = match woke {
             Woke::Answer(answer) => answer,
@@ -188,7 +188,7 @@ impl PollPort {
 
     async fn refuse_poll(
         &self,
-        session: &mut HttpSession,
+        session: &mut ClientExchange,
         name: &str,
         refusal: PollRefusal,
     ) -> Result<()> {
@@ -213,7 +213,7 @@ impl PollPort {
     }
 
     /// `GET /clients`: the registered names, as PushProx lists them.
-    async fn clients(&self, session: &mut HttpSession) -> Result<()> {
+    async fn clients(&self, session: &mut ClientExchange) -> Result<()> {
         let client = client_ip(session);
         match self
             .listing
@@ -242,11 +242,8 @@ impl PollPort {
 }
 
 /// The client's address, when it is an IP one.
-fn client_ip(session: &HttpSession) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip())
+fn client_ip(session: &ClientExchange) -> Option<IpAddr> {
+    session.client_ip()
 }
 
 /// A name a client may register: a host name or address, as PushProx's `--fqdn` gives it.
@@ -259,7 +256,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// The request body, when it is at most `limit` bytes; `None` when larger.
-async fn read_small_body(session: &mut HttpSession, limit: usize) -> Result<Option<Bytes>> {
+async fn read_small_body(session: &mut ClientExchange, limit: usize) -> Result<Option<Bytes>> {
     session.set_read_timeout(Some(BODY_TIMEOUT));
     let mut body = BytesMut::new();
     while let Some(piece) = session.read_body_bytes().await? {
@@ -273,7 +270,7 @@ async fn read_small_body(session: &mut HttpSession, limit: usize) -> Result<Opti
 
 #[async_trait]
 impl RequestHandler for PollPort {
-    async fn serve(&self, session: &mut HttpSession, _started: Instant) {
+    async fn serve(&self, session: &mut ClientExchange, _started: Instant) {
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let method = req.method.clone();
@@ -293,7 +290,7 @@ impl RequestHandler for PollPort {
         };
         if let Err(e) = served {
             debug!("{method} {path} on the poll port ended: {e}");
-            session.set_server_keepalive(None);
+            session.close_after_answer();
         }
     }
 

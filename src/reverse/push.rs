@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
+use crate::listener::ClientExchange;
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use log::debug;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_error::Result;
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,7 +18,7 @@ use crate::metrics::PushOutcome;
 
 impl PollPort {
     /// `POST /push`: the answer to a scrape, streamed to the Prometheus waiting for it.
-    pub(super) async fn push(&self, session: &mut HttpSession) -> Result<()> {
+    pub(super) async fn push(&self, session: &mut ClientExchange) -> Result<()> {
         if !self.allows(session) {
             self.metrics.push(PushOutcome::Forbidden);
             return refuse(
@@ -35,7 +35,7 @@ impl PollPort {
                 self.metrics.push(PushOutcome::Malformed);
                 debug!("refused a push: expected {why}");
                 let body = format!("400 Bad Request: expected {why}\n");
-                session.set_server_keepalive(None);
+                session.close_after_answer();
                 return respond(session, 400, Bytes::from(body), &[]).await;
             }
         };
@@ -92,7 +92,7 @@ impl PollPort {
     /// scrape waiting on `to`, by the scrape's `deadline`; how the push ended.
     async fn relay(
         &self,
-        session: &mut HttpSession,
+        session: &mut ClientExchange,
         head: PushedHead,
         leftover: &[u8],
         to: oneshot::Sender<Delivery>,
@@ -171,7 +171,7 @@ impl PollPort {
 
 /// The pushed response's header and the bytes of the push after it.
 async fn read_pushed_head(
-    session: &mut HttpSession,
+    session: &mut ClientExchange,
 ) -> std::result::Result<(PushedHead, Bytes), String> {
     session.set_read_timeout(Some(BODY_TIMEOUT));
     let mut buf = BytesMut::new();

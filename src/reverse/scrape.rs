@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::listener::ClientExchange;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Method;
-use pingora_core::protocols::http::v1::server::HttpSession;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
 use super::registry::{Delivery, PushFailure, Registry, ScrapeTicket};
 use super::wire;
-use crate::listener::client_gone;
+
 use crate::metrics::{UpstreamErrorKind, METRICS};
 
 /// The client had not polled when the deadline passed.
@@ -57,7 +57,7 @@ impl ReverseScrapes {
     /// `strip_authorization` drops an `Authorization` that was the tunnel's own.
     pub fn start(
         &self,
-        session: &HttpSession,
+        session: &ClientExchange,
         name: &str,
         limit: Duration,
         started: Instant,
@@ -79,7 +79,7 @@ fn failed(what: &'static str, detail: String) -> Box<Error> {
 /// Waits for the push of `ticket`'s scrape and streams it to the client of `session`, by
 /// `deadline` (an instant) at the latest.
 pub async fn relay(
-    session: &mut HttpSession,
+    session: &mut ClientExchange,
     ticket: &mut ScrapeTicket<'_>,
     deadline: Instant,
 ) -> Result<()> {
@@ -94,7 +94,7 @@ pub async fn relay(
             }
             Err(_) => return Err(failed(NO_POLL, format!("no poll within {remaining:?}"))),
         },
-        gone = client_gone(session) => return Err(gone),
+        gone = session.gone() => return Err(gone),
     };
     let mut pushed = match delivery {
         Delivery::Response(pushed) => pushed,
@@ -135,7 +135,7 @@ pub async fn relay(
                 Ok(None) => break,
                 Err(_) => return Err(failed(NO_PUSH, "the push stalled mid-body".into())),
             },
-            gone = client_gone(session) => return Err(gone),
+            gone = session.gone() => return Err(gone),
         };
         METRICS.response_bytes.inc_by(piece.len() as u64);
         written += piece.len() as u64;

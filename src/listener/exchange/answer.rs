@@ -1,0 +1,228 @@
+//! The answer to a client's request, written: its header held until the first piece of body,
+//! then both in one `writev`; the body framed as the header says.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderValue, Method, Version};
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_http::ResponseHeader;
+use tokio::io::AsyncWriteExt;
+
+use super::{AnswerBody, ClientExchange};
+
+impl ClientExchange {
+    /// Writes the answer's header (held until the first piece of body, or the end).
+    pub async fn write_response_header(&mut self, mut header: Box<ResponseHeader>) -> Result<()> {
+        if self.answer_body != AnswerBody::NotStarted {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "the answer's header was already written",
+            ));
+        }
+        let status = header.status.as_u16();
+        self.answer_body = if self.request.method == Method::HEAD || matches!(status, 204 | 304) {
+            AnswerBody::Done
+        } else if header.headers.contains_key(TRANSFER_ENCODING) {
+            AnswerBody::Chunked
+        } else {
+            match header.headers.get(CONTENT_LENGTH).map(content_length) {
+                Some(Some(0)) => AnswerBody::Done,
+                Some(Some(length)) => AnswerBody::Length(length),
+                Some(None) => {
+                    return Err(Error::explain(
+                        ErrorType::InternalError,
+                        "the answer's Content-Length is not a number",
+                    ))
+                }
+                None => {
+                    // Its end is the connection's.
+                    self.keep_alive = false;
+                    AnswerBody::UntilClose
+                }
+            }
+        };
+        if !header.headers.contains_key(DATE) {
+            header.insert_header(DATE, get_cached_date())?;
+        }
+        // The exporter's `Connection` and `Keep-Alive` were about its own connection.
+        header.remove_header("keep-alive");
+        let connection = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        header.insert_header(CONNECTION, connection)?;
+        let head = &mut self.unsent_head;
+        head.clear();
+        head.reserve(512);
+        head.extend_from_slice(match header.version {
+            Version::HTTP_10 => b"HTTP/1.0 ",
+            _ => b"HTTP/1.1 ",
+        });
+        head.extend_from_slice(header.status.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(header.get_reason_phrase().unwrap_or("").as_bytes());
+        head.extend_from_slice(b"\r\n");
+        header.header_to_h1_wire(head);
+        head.extend_from_slice(b"\r\n");
+        self.answer = Some(header);
+        Ok(())
+    }
+
+    /// Writes a piece of the answer's body, framed as its header says; bytes past a
+    /// `Content-Length` are dropped.
+    pub async fn write_body(&mut self, piece: &[u8]) -> Result<()> {
+        match self.answer_body {
+            AnswerBody::NotStarted => Err(Error::explain(
+                ErrorType::InternalError,
+                "the answer's body was written before its header",
+            )),
+            AnswerBody::Done => Ok(()),
+            AnswerBody::Length(left) => {
+                let n = piece.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                self.send(&[&piece[..n]]).await?;
+                self.body_bytes_sent += n;
+                let left = left - n as u64;
+                self.answer_body = if left == 0 {
+                    AnswerBody::Done
+                } else {
+                    AnswerBody::Length(left)
+                };
+                Ok(())
+            }
+            AnswerBody::Chunked if piece.is_empty() => Ok(()),
+            AnswerBody::Chunked => {
+                let mut size = [0u8; 18];
+                let size = chunk_size_line(piece.len(), &mut size);
+                self.send(&[size, piece, b"\r\n"]).await?;
+                self.body_bytes_sent += piece.len();
+                Ok(())
+            }
+            AnswerBody::UntilClose => {
+                self.send(&[piece]).await?;
+                self.body_bytes_sent += piece.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the answer: the header if it is still held, the last chunk, and everything
+    /// gathered, sent. A body shorter than its `Content-Length` is an error (and the
+    /// connection is not kept).
+    pub async fn finish_body(&mut self) -> Result<()> {
+        let end: &[u8] = match self.answer_body {
+            AnswerBody::NotStarted => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "the answer was ended before its header was written",
+                ))
+            }
+            AnswerBody::Length(left) => {
+                self.keep_alive = false;
+                self.answer_body = AnswerBody::Done;
+                return Err(Error::explain(
+                    ErrorType::WriteError,
+                    format!("the answer ended with {left} bytes of its Content-Length unwritten"),
+                )
+                .into_down());
+            }
+            AnswerBody::Chunked => b"0\r\n\r\n",
+            AnswerBody::UntilClose | AnswerBody::Done => b"",
+        };
+        self.send(&[end]).await?;
+        self.answer_body = AnswerBody::Done;
+        let flushed = self.stream.flush();
+        match self.write_timeout {
+            Some(limit) => match tokio::time::timeout(limit, flushed).await {
+                Ok(flushed) => flushed,
+                Err(_) => return Err(write_timed_out(limit)),
+            },
+            None => flushed.await,
+        }
+        .or_err(ErrorType::WriteError, "while sending the answer")
+        .map_err(|e| e.into_down())
+    }
+
+    /// Writes the held header, if any, then `parts`, in as few system calls as the socket
+    /// takes them, each call within the write timeout.
+    pub(super) async fn send(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let mut slices = [IoSlice::new(&[]); 4];
+        let mut count = 0;
+        if !self.unsent_head.is_empty() {
+            slices[0] = IoSlice::new(&self.unsent_head);
+            count = 1;
+        }
+        for part in parts.iter().filter(|p| !p.is_empty()) {
+            slices[count] = IoSlice::new(part);
+            count += 1;
+        }
+        let mut left = &mut slices[..count];
+        while !left.is_empty() {
+            let written = self.stream.write_vectored(left);
+            let written = match self.write_timeout {
+                Some(limit) => match tokio::time::timeout(limit, written).await {
+                    Ok(written) => written,
+                    Err(_) => return Err(write_timed_out(limit)),
+                },
+                None => written.await,
+            };
+            match written {
+                Ok(0) => {
+                    return Err(Error::explain(
+                        ErrorType::WriteError,
+                        "the client's connection took no more bytes",
+                    )
+                    .into_down())
+                }
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(e) => {
+                    return Err(Error::because(
+                        ErrorType::WriteError,
+                        "while writing the answer",
+                        e,
+                    )
+                    .into_down())
+                }
+            }
+        }
+        if !self.unsent_head.is_empty() {
+            // Sent: released, so that a long body holds no header copy.
+            self.unsent_head = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// A `Content-Length` value the tunnel's own answers and the exporters' (already checked)
+/// carry.
+fn content_length(value: &HeaderValue) -> Option<u64> {
+    std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `len` as a chunk-size line (hexadecimal, CRLF) in `buf`.
+pub(super) fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, slot) in buf[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *slot = b"0123456789ABCDEF"[nibble];
+    }
+    buf[digits] = b'\r';
+    buf[digits + 1] = b'\n';
+    &buf[..digits + 2]
+}
+
+/// The error for a write the client did not take within `limit`.
+fn write_timed_out(limit: Duration) -> Box<Error> {
+    Error::explain(
+        ErrorType::WriteTimedout,
+        format!("the client took no bytes for {limit:?}"),
+    )
+    .into_down()
+}
