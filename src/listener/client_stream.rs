@@ -48,6 +48,11 @@ impl ClientStream {
         }
     }
 
+    /// The accepted stream underneath (to splice into, once what was gathered is sent).
+    pub fn inner(&self) -> &Stream {
+        &self.inner
+    }
+
     /// Writes out what was gathered; on success the buffer is released.
     fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.sent < self.pending.len() {

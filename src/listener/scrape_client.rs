@@ -4,6 +4,7 @@
 //! forwards to its exporters exactly as the tunnel does.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +37,19 @@ pub trait ScrapeClient: Send {
     /// Resolves, with the reason, when the client goes away (closes, resets); pending while
     /// it waits.
     fn gone(&mut self) -> impl Future<Output = Box<Error>> + Send;
+
+    /// A socket to splice the rest of the body into (at least `length` bytes still to be
+    /// written), with everything written so far sent; `None` where bytes cannot bypass the
+    /// session (TLS, HTTP/2).
+    fn splice_sink(&mut self, length: u64) -> impl Future<Output = Result<Option<OwnedFd>>> + Send {
+        let _ = length;
+        std::future::ready(Ok(None))
+    }
+
+    /// Accounts `n` body bytes spliced to the client.
+    fn spliced(&mut self, n: u64) {
+        let _ = n;
+    }
 }
 
 impl ScrapeClient for ClientExchange {
@@ -61,6 +75,14 @@ impl ScrapeClient for ClientExchange {
 
     async fn gone(&mut self) -> Box<Error> {
         ClientExchange::gone(self).await
+    }
+
+    async fn splice_sink(&mut self, length: u64) -> Result<Option<OwnedFd>> {
+        ClientExchange::splice_sink(self, length).await
+    }
+
+    fn spliced(&mut self, n: u64) {
+        ClientExchange::spliced(self, n);
     }
 }
 

@@ -9,6 +9,7 @@
 //! exchange at once, freeing the exporter connection, and is counted 499. Errors are marked
 //! upstream or downstream, which decides their status and metric (`outcome.rs`).
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -20,6 +21,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
+use crate::http1::splice::splice_body;
 use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
 use crate::upstream::http1::{ExporterExchange, ExporterRequest};
@@ -220,6 +222,15 @@ async fn exchange(
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
     let until = deadline.until();
     while !exporter.is_body_done() {
+        if let Some((from, left)) = exporter.splice_source() {
+            if let Some(to) = session
+                .splice_sink(left)
+                .await
+                .map_err(|e| TryFailure::Fail(e.into_down()))?
+            {
+                return splice_rest(exporter, session, from, to, left, deadline).await;
+            }
+        }
         // Each read may take what is left of the deadline, so a trickling body ends with it.
         let left = deadline.remaining();
         if left.is_zero() {
@@ -250,4 +261,36 @@ async fn exchange(
         .await
         .map(drop)
         .map_err(|e| TryFailure::Fail(e.into_down()))
+}
+
+/// The rest of the body, `left` bytes, spliced from the exporter's socket `from` to the
+/// client's `to`, while the client is watched; both ends are told what was moved.
+async fn splice_rest(
+    exporter: &mut ExporterExchange,
+    session: &mut impl ScrapeClient,
+    from: OwnedFd,
+    to: OwnedFd,
+    left: u64,
+    deadline: ScrapeDeadline,
+) -> Result<(), TryFailure> {
+    let mut moved = 0;
+    let spliced = tokio::select! {
+        biased;
+        spliced = splice_body(from, to, left, deadline.until(), &mut moved) => spliced,
+        gone = session.gone() => Err(gone),
+    };
+    debug!("spliced {moved} of {left} body bytes from the exporter to the client");
+    METRICS.response_bytes.inc_by(moved);
+    exporter.spliced(moved);
+    session.spliced(moved);
+    match spliced {
+        Ok(()) => session
+            .finish_body()
+            .await
+            .map_err(|e| TryFailure::Fail(e.into_down())),
+        Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+            Err(TryFailure::Fail(deadline.passed_mid_body()))
+        }
+        Err(e) => Err(TryFailure::Fail(e)),
+    }
 }

@@ -20,6 +20,7 @@
 //! `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
 
 use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{Method, Version};
@@ -31,6 +32,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::http1::body::{BodyReader, BodyState, ChunkState, READ_SIZE};
 use crate::http1::framing::{build_header, span, FieldSpan, Framing};
+use crate::http1::splice::{plain_socket, SPLICE_MIN_BYTES};
 use crate::http1::Sender;
 
 /// The longest response header accepted, Pingora's limit.
@@ -307,6 +309,32 @@ impl ExporterExchange {
     /// handed on; a read from the socket not done by `until` fails with `ReadTimedout`.
     pub async fn read_body(&mut self, until: tokio::time::Instant) -> Result<Option<&[u8]>> {
         self.answer.read_body(&mut self.stream, until).await
+    }
+
+    /// The exporter's socket (duplicated) and the body bytes still to come on it, when the
+    /// rest of the body can be spliced: a plain connection, a known length of at least
+    /// [`SPLICE_MIN_BYTES`] still to come, and nothing of it buffered.
+    pub fn splice_source(&mut self) -> Option<(OwnedFd, u64)> {
+        self.answer.settle();
+        let BodyState::Length(left) = self.answer.state else {
+            return None;
+        };
+        if left < SPLICE_MIN_BYTES || !self.answer.buf.is_empty() {
+            return None;
+        }
+        Some((plain_socket(&self.stream)?, left))
+    }
+
+    /// Accounts `n` body bytes that were spliced past the exchange.
+    pub fn spliced(&mut self, n: u64) {
+        if let BodyState::Length(left) = self.answer.state {
+            let left = left.saturating_sub(n);
+            self.answer.state = if left == 0 {
+                BodyState::Done
+            } else {
+                BodyState::Length(left)
+            };
+        }
     }
 
     /// Whether the body ends only when the exporter closes the connection: such a body is sent

@@ -37,6 +37,9 @@ pub enum Fault {
     Status(u16),
     /// Declares the page's length, sends half of it, then closes the connection.
     CutMidBody,
+    /// Declares the page's length, sends half of it, then holds the connection open and
+    /// silent for ten seconds.
+    StallMidBody,
     /// Sends a chunked body that never ends, a chunk every 50 ms.
     EndlessBody,
     /// Answers bytes that are not HTTP.
@@ -268,11 +271,16 @@ fn serve(stream: TcpStream, state: &State) {
             }
             continue;
         }
-        if fault == Fault::CutMidBody {
+        if matches!(fault, Fault::CutMidBody | Fault::StallMidBody) {
             let _ = writer.write_all(head.as_bytes());
             let _ = writer.write_all(&state.page[..state.page.len() / 2]);
             let _ = writer.flush();
-            thread::sleep(Duration::from_millis(50));
+            let silence = if fault == Fault::StallMidBody {
+                10_000
+            } else {
+                50
+            };
+            thread::sleep(Duration::from_millis(silence));
             return;
         }
         // One write per answer, so Nagle's algorithm never holds back the end of it.

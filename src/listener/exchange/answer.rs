@@ -2,6 +2,7 @@
 //! then both in one `writev`; the body framed as the header says.
 
 use std::io::IoSlice;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -12,6 +13,8 @@ use pingora_http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
 
 use super::{AnswerBody, ClientExchange};
+use crate::http1::splice::plain_socket;
+use crate::listener::client_stream::ClientStream;
 
 impl ClientExchange {
     /// Writes the answer's header (held until the first piece of body, or the end).
@@ -134,6 +137,44 @@ impl ClientExchange {
         };
         self.send(&[end]).await?;
         self.answer_body = AnswerBody::Done;
+        self.flush().await
+    }
+
+    /// The client's socket (duplicated), to splice the rest of the answer's body into, with
+    /// everything written so far sent: when the connection is plain TCP and the body has a
+    /// known length of at least `length` still to be written.
+    pub async fn splice_sink(&mut self, length: u64) -> Result<Option<OwnedFd>> {
+        match self.answer_body {
+            AnswerBody::Length(left) if left >= length => {}
+            _ => return Ok(None),
+        }
+        let Some(socket) = (*self.stream)
+            .as_any()
+            .downcast_ref::<ClientStream>()
+            .and_then(|plain| plain_socket(plain.inner()))
+        else {
+            return Ok(None);
+        };
+        self.send(&[]).await?;
+        self.flush().await?;
+        Ok(Some(socket))
+    }
+
+    /// Accounts `n` body bytes that were spliced to the client past the exchange.
+    pub fn spliced(&mut self, n: u64) {
+        if let AnswerBody::Length(left) = self.answer_body {
+            let n = n.min(left);
+            self.body_bytes_sent += usize::try_from(n).unwrap_or(usize::MAX);
+            self.answer_body = if left == n {
+                AnswerBody::Done
+            } else {
+                AnswerBody::Length(left - n)
+            };
+        }
+    }
+
+    /// Sends what the connection gathered, within the write timeout.
+    async fn flush(&mut self) -> Result<()> {
         let flushed = self.stream.flush();
         match self.write_timeout {
             Some(limit) => match tokio::time::timeout(limit, flushed).await {

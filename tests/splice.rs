@@ -1,0 +1,167 @@
+//! Large plain pages spliced from the exporter's socket to the client's (src/http1/splice.rs):
+//! the bytes arrive exact, both connections carry the next scrape, and every fault a copied
+//! body meets (an exporter that cuts, one that stalls past the deadline, a client that hangs
+//! up) ends the same way.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::upstream::{Exporter, Fault};
+use common::{agent, exporter_page, raw_exchange, raw_status, request, Tunnel};
+
+/// A page well above the least body that is spliced (256 KiB).
+const LARGE: usize = 3_000_000;
+
+/// The tunnel logs each splice at debug level, which is how these tests know the body did not
+/// take the copying path.
+const DEBUG: (&str, &str) = ("RUST_LOG", "info,prometheus_tunnel=debug");
+
+const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn a_large_page_is_spliced_exactly_and_both_connections_carry_the_next_scrape() {
+    let page = exporter_page(LARGE);
+    let exporter = Exporter::start(page.clone());
+    let tunnel = Tunnel::start(exporter.port, &[DEBUG]);
+    let client = agent();
+    for _ in 0..3 {
+        let answer = request(&client, "GET", &tunnel.url("/metrics"), &[]);
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == page, "body differs from the exporter's page");
+    }
+    let log = tunnel.log_with("spliced");
+    assert_eq!(
+        log.matches("spliced").count(),
+        3,
+        "each scrape spliced: {log}"
+    );
+    assert_eq!(
+        exporter.connections(),
+        1,
+        "the exporter connection was kept"
+    );
+    let m = tunnel.metrics_after(3);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        3.0
+    );
+    assert_eq!(
+        m.value("proxy_response_bytes_total", &[]),
+        (3 * LARGE) as f64,
+        "every byte counted, spliced or not"
+    );
+    assert_eq!(
+        m.value("proxy_open_connections", &[]),
+        1.0,
+        "the client's connection was kept"
+    );
+}
+
+#[test]
+fn a_large_page_cut_by_the_exporter_never_looks_complete() {
+    let exporter = Exporter::start(exporter_page(LARGE));
+    exporter.set_fault(Fault::CutMidBody);
+    let tunnel = Tunnel::start(exporter.port, &[DEBUG]);
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(10));
+    assert_eq!(raw_status(&raw), Some(200), "the header had gone out");
+    let body = raw.len() - header_length(&raw);
+    assert!(
+        body < LARGE,
+        "a cut body of {body} bytes passed as complete"
+    );
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "502")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "reset")]),
+        1.0
+    );
+    assert!(tunnel
+        .log_with("Fail to proxy")
+        .contains("closed the connection"));
+}
+
+#[test]
+fn a_large_page_that_stalls_is_cut_at_the_scrape_deadline() {
+    let exporter = Exporter::start(exporter_page(LARGE));
+    exporter.set_fault(Fault::StallMidBody);
+    let tunnel = Tunnel::start(exporter.port, &[DEBUG, ("UPSTREAM_TIMEOUT", "1s")]);
+    let started = Instant::now();
+    let raw = raw_exchange(tunnel.proxy_port, GET, Duration::from_secs(10));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "still waiting after {took:?}"
+    );
+    assert_eq!(raw_status(&raw), Some(200));
+    assert!(raw.len() - header_length(&raw) < LARGE);
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "504")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("proxy_upstream_errors_total", &[("kind", "timeout")]),
+        1.0
+    );
+    let log = tunnel.log_with("Fail to proxy");
+    assert!(log.contains("deadline"), "{log}");
+    assert!(
+        log.contains("spliced"),
+        "the stall came while splicing: {log}"
+    );
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_splice_is_counted_at_once_and_frees_the_exporter() {
+    let exporter = Exporter::start(exporter_page(LARGE));
+    exporter.set_fault(Fault::StallMidBody);
+    let tunnel = Tunnel::start(exporter.port, &[DEBUG, ("UPSTREAM_TIMEOUT", "20s")]);
+    let stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    (&stream).write_all(GET).expect("send");
+    let mut reader = BufReader::new(&stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains(" 200 "), "{status}");
+    // The header and the first bytes came; the rest is spliced once the exporter sends it,
+    // which it does not. The client leaves.
+    drop(reader);
+    let left = Instant::now();
+    drop(stream);
+    let m = wait_for_requests(&tunnel, Duration::from_secs(5));
+    assert!(
+        left.elapsed() < Duration::from_secs(5),
+        "counted only after {:?}",
+        left.elapsed()
+    );
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "499")]),
+        1.0
+    );
+    assert_eq!(m.value("proxy_in_flight_requests", &[]), 0.0);
+}
+
+/// Waits up to `limit` for one request to be counted; the metrics then.
+fn wait_for_requests(tunnel: &Tunnel, limit: Duration) -> common::Metrics {
+    let start = Instant::now();
+    loop {
+        let m = tunnel.metrics();
+        if m.value("proxy_total_requests", &[]) >= 1.0 || start.elapsed() > limit {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bytes of `raw` up to and including the empty line that ends its header.
+fn header_length(raw: &[u8]) -> usize {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+        .expect("a header")
+}
