@@ -16,7 +16,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{splice, SpliceFFlags};
+use nix::fcntl::{fcntl, splice, FcntlArg, SpliceFFlags};
 use nix::unistd::pipe2;
 use pingora_core::protocols::l4::stream::Stream as SocketStream;
 use pingora_core::protocols::Stream;
@@ -30,6 +30,9 @@ use super::Sender;
 /// The least body still to come that is spliced: below it, the descriptors, pipe and
 /// registrations splicing sets up (about ten system calls) cost more than copying saves.
 pub const SPLICE_MIN_BYTES: u64 = 256 * 1024;
+
+/// The pipe's size asked for: a few of the socket buffers' worth.
+const PIPE_BYTES: i32 = 256 * 1024;
 
 /// A duplicate of the socket under `stream`, when it is a plain TCP (or Unix) connection
 /// with nothing buffered above it: what splicing reads from or writes to, registered for
@@ -60,6 +63,9 @@ pub async fn splice_body(
     };
     let (pipe_out, pipe_in) = pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| setup(e.into()))?;
+    // A larger pipe moves a large body in fewer rounds of wake-ups; where the kernel refuses
+    // (the user's pipe allowance is spent), the default 64 KiB serves.
+    let _ = fcntl(&pipe_in, FcntlArg::F_SETPIPE_SZ(PIPE_BYTES));
     let exporter = readiness(exporter, Interest::READABLE).map_err(setup)?;
     let client = readiness(client, Interest::WRITABLE).map_err(setup)?;
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
