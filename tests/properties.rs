@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora_http::{RequestHeader, ResponseHeader};
 use proptest::prelude::*;
@@ -16,7 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use prometheus_tunnel::config::forward_proxy::{self, ForwardProxy};
 use prometheus_tunnel::config::{self, file, parse, ExporterHost, Setting};
+use prometheus_tunnel::http1::body::BodyState;
 use prometheus_tunnel::ip_range::IpRange;
+use prometheus_tunnel::listener::request;
 use prometheus_tunnel::material::secret::authorization;
 use prometheus_tunnel::material::{self, Material};
 use prometheus_tunnel::upstream::http1::ExporterExchange;
@@ -206,6 +209,87 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+proptest! {
+    #[test]
+    fn any_request_header_is_parsed_or_refused_with_a_reason(request in client_request()) {
+        // Never a panic; a refusal is the client's fault (400), with what was wrong.
+        match request::parse(BytesMut::from(&request[..])) {
+            Ok(parsed) => {
+                let framed = parsed.header.headers.get(TRANSFER_ENCODING).is_some()
+                    || parsed.header.headers.get(CONTENT_LENGTH).is_some();
+                prop_assert!(framed || parsed.body == BodyState::Done);
+            }
+            Err(e) => {
+                prop_assert_eq!(e.esource(), &pingora_error::ErrorSource::Downstream);
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_well_formed_request_keeps_its_target_and_fields(
+        target in "/[a-zA-Z0-9_./?=&%-]{0,60}",
+        fields in prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,20}", "[ -~]{0,40}"), 0..12),
+        rest in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let fields: Vec<_> = fields
+            .into_iter()
+            .filter(|(name, _)| !["host", "content-length", "transfer-encoding"]
+                .contains(&name.to_ascii_lowercase().as_str()))
+            .map(|(name, value)| (name, value.trim().to_string()))
+            .collect();
+        let mut request = format!("GET {target} HTTP/1.1\r\nHost: tunnel\r\n");
+        for (name, value) in &fields {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(&rest);
+        let parsed = request::parse(BytesMut::from(&bytes[..])).expect("a well-formed request");
+        prop_assert_eq!(parsed.header.raw_path(), target.as_bytes());
+        let mut wire = Vec::new();
+        parsed.header.header_to_h1_wire(&mut wire);
+        let mut expected = b"Host: tunnel\r\n".to_vec();
+        for (name, value) in &fields {
+            expected.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        prop_assert!(wire == expected, "fields changed: {:?}", String::from_utf8_lossy(&wire));
+        prop_assert!(parsed.rest[..] == rest[..], "bytes after the header were not kept");
+    }
+}
+
+/// Client request headers: arbitrary bytes, and requests shaped like HTTP with the fields that
+/// frame a body and name the authority (right, wrong and conflicting), whole as `header.rs`
+/// hands them on.
+fn client_request() -> impl Strategy<Value = Vec<u8>> {
+    let field = prop_oneof![
+        "Content-Length: [0-9a-z,]{0,6}",
+        "Transfer-Encoding: (chunked|gzip|gzip, chunked|chunked, gzip)",
+        "Host: [a-z@:\\[\\]0-9.]{0,12}",
+        "Connection: (close|keep-alive|upgrade)",
+        "[A-Za-z-]{1,12}: [ -~]{0,20}",
+        "[ -~]{0,20}",
+    ];
+    let shaped = (
+        "(GET|POST|HEAD|PUT|CONNECT|[A-Z]{1,8}|[ -~]{0,8})",
+        "(/[ -~]{0,30}|http://[a-z@:0-9]{0,12}/[a-z]{0,5}|\\*|[ -~]{0,12})",
+        "(HTTP/1.1|HTTP/1.0|HTTP/2.0|HTTP/1.x|)",
+        prop::collection::vec(field, 0..6),
+        prop::collection::vec(any::<u8>(), 0..40),
+    )
+        .prop_map(|(method, target, version, fields, rest)| {
+            let mut request = format!("{method} {target} {version}\r\n").into_bytes();
+            for field in fields {
+                request.extend_from_slice(field.as_bytes());
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"\r\n");
+            request.extend_from_slice(&rest);
+            request
+        });
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..300), shaped]
 }
 
 /// Exporter answers: arbitrary bytes, and answers shaped like HTTP with the fields that frame a

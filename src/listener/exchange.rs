@@ -204,16 +204,10 @@ impl ClientExchange {
     }
 
     /// The connection and the bytes read past this request, if it may carry another: both
-    /// ends keep it, the answer went out whole, and the request's body can be read to its end.
-    /// Otherwise it is closed.
+    /// ends keep it, the request's body was read whole before the answer (which then says
+    /// `Connection: close` otherwise), and the answer went out whole. Otherwise it is closed.
     pub async fn into_reusable(mut self) -> Option<(Stream, Option<BytesMut>)> {
-        let mut reusable = self.keep_alive && self.answer_body == AnswerBody::Done;
-        if reusable && !self.is_body_done() {
-            if let Err(e) = self.drain_request_body().await {
-                debug!("connection not reusable: {e}");
-                reusable = false;
-            }
-        }
+        let reusable = self.keep_alive && self.answer_body == AnswerBody::Done;
         if !reusable {
             // An answer cut short still gets the header it was given (the client then sees a
             // body shorter than announced, or none), as if it had left at once.

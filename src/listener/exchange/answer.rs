@@ -47,6 +47,11 @@ impl ClientExchange {
                 }
             }
         };
+        if !self.is_body_done() {
+            // A body left unread (a refused request) would have to be read past before the
+            // next request: not worth it, and unbounded.
+            self.keep_alive = false;
+        }
         if !header.headers.contains_key(DATE) {
             header.insert_header(DATE, get_cached_date())?;
         }
