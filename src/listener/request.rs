@@ -139,16 +139,18 @@ fn parse_as_sent(mut bytes: BytesMut) -> std::result::Result<ParsedRequest, Unpa
     let raw = bytes.freeze();
     // httparse gave the method as a `str`: it is UTF-8.
     let method = std::str::from_utf8(&raw[method]).unwrap_or_default();
-    let mut header = Box::new(RequestHeader::build(
-        method,
-        &raw[target],
-        Some(spans.len()),
-    )?);
+    // A target `http::Uri` cannot hold (a backtick, say) is refused here, as Pingora's
+    // session refused it: the client's fault.
+    let mut header = Box::new(
+        RequestHeader::build(method, &raw[target], Some(spans.len())).map_err(|e| e.into_down())?,
+    );
     header.set_version(version);
     for field in &spans {
         let name = raw.slice(field.name.clone());
         let value = pingora_http::header_value_from_raw(raw.slice(field.value.clone()));
-        header.append_header(name, value)?;
+        header
+            .append_header(name, value)
+            .map_err(|e| e.into_down())?;
     }
     let mut keep_alive = !framing.close
         && match version {
