@@ -7,10 +7,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::upstream::{Exporter, Fault};
-use common::{agent, exporter_page, request, Tunnel};
+use common::{agent, exporter_page, request, require_tool, Tunnel};
 
 /// A page well above the least body that is spliced (256 KiB).
 const LARGE: usize = 3_000_000;
@@ -87,6 +89,54 @@ fn a_client_that_hangs_up_mid_splice_is_counted_at_once_and_frees_the_exporter()
         1.0
     );
     assert_eq!(m.value("proxy_in_flight_requests", &[]), 0.0);
+}
+
+#[test]
+fn a_tls_client_gets_a_large_page_copied_whole() {
+    // Encrypted in user space, the body cannot bypass the tunnel: it is copied, and the tunnel
+    // asks only once per scrape whether it could splice.
+    let curl = require_tool("curl", "curl");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::create(dir.path());
+    let page = exporter_page(LARGE);
+    let exporter = Exporter::start(page.clone());
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[
+            DEBUG,
+            ("LISTEN_TLS_CERT_FILE", &pki.path("server.crt")),
+            ("LISTEN_TLS_KEY_FILE", &pki.path("server.key")),
+        ],
+    );
+    let url = format!("https://localhost:{}/metrics", tunnel.proxy_port);
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let out = Command::new(&curl)
+        .args(["-sS", "--fail", "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", tunnel.proxy_port))
+        .args(["--cacert", &pki.path("ca.crt")])
+        .args(["-o", first.to_str().expect("path"), &url])
+        .args(["-o", second.to_str().expect("path"), &url])
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tunnel.log()
+    );
+    for body in [&first, &second] {
+        assert!(
+            std::fs::read(body).expect("body") == page,
+            "body differs over TLS"
+        );
+    }
+    assert_eq!(
+        exporter.connections(),
+        1,
+        "the exporter connection was kept"
+    );
+    tunnel.metrics_after(2);
+    assert!(!tunnel.log().contains("spliced"), "{}", tunnel.log());
 }
 
 /// Waits up to `limit` for one request to be counted; the metrics then.

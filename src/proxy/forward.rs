@@ -221,14 +221,22 @@ async fn exchange(
         .await
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
     let until = deadline.until();
+    // Whether the client's side may still take a spliced body; asked once it could be.
+    let mut client_may_splice = true;
     while !exporter.is_body_done() {
-        if let Some((from, left)) = exporter.splice_source() {
-            if let Some(to) = session
-                .splice_sink(left)
-                .await
-                .map_err(|e| TryFailure::Fail(e.into_down()))?
-            {
-                return splice_rest(exporter, session, from, to, left, deadline).await;
+        if client_may_splice {
+            if let Some((from, left)) = exporter.splice_source() {
+                match session
+                    .splice_sink(left)
+                    .await
+                    .map_err(|e| TryFailure::Fail(e.into_down()))?
+                {
+                    Some(to) => {
+                        return splice_rest(exporter, session, from, to, left, deadline).await
+                    }
+                    // TLS or HTTP/2: not for any later piece either.
+                    None => client_may_splice = false,
+                }
             }
         }
         // Each read may take what is left of the deadline, so a trickling body ends with it.
