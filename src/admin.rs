@@ -8,6 +8,7 @@
 
 mod agents;
 mod page_query;
+mod readiness;
 mod status;
 mod status_page;
 
@@ -15,7 +16,7 @@ use agents::AgentGroup;
 pub use agents::{AGENT_LABEL, REPLICA_LABEL};
 pub use status::StatusSources;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,8 +47,8 @@ pub struct AdminApp {
     targets: SharedTargets,
     /// Port Prometheus scrapes targets through.
     proxy_port: u16,
-    /// Where that port listens, for `/readyz`.
-    proxy_addr: SocketAddr,
+    /// The ports that take traffic (proxy, poll, agent) and where they listen, for `/readyz`.
+    traffic_ports: Vec<(&'static str, SocketAddr)>,
     /// Whether that port speaks TLS (`__scheme__` https).
     proxy_tls: bool,
     /// Host for `/targets` when the request names none.
@@ -71,11 +72,13 @@ pub struct AgentListing {
 }
 
 impl AdminApp {
-    /// The app for the tunnel listening as `listen`, listing `targets` and, in reverse mode,
-    /// the names `registry` holds; its status page shows `status` too.
+    /// The app for the tunnel listening as `listen` (and on `traffic_ports`), listing
+    /// `targets` and, in reverse mode, the names `registry` holds; its status page shows
+    /// `status` too.
     pub fn new(
         targets: SharedTargets,
         listen: &ListenConfig,
+        traffic_ports: Vec<(&'static str, SocketAddr)>,
         registry: Option<Arc<Registry>>,
         agents: Option<AgentListing>,
         status: StatusSources,
@@ -88,7 +91,7 @@ impl AdminApp {
         AdminApp {
             targets,
             proxy_port: listen.proxy_port.get(),
-            proxy_addr: listen.proxy_addr(),
+            traffic_ports,
             proxy_tls: listen.tls.is_some(),
             fallback_host,
             registry,
@@ -233,11 +236,13 @@ impl ServeHttp for AdminApp {
             "/status" => self.status_json(gzip),
             "/metrics" => metrics(gzip),
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if is_listening(self.proxy_addr) => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the proxy port does not listen (yet)\n",
-            ),
+            "/readyz" => match readiness::not_listening(&self.traffic_ports) {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(port) => {
+                    let why = format!("not ready: the {port} does not listen (yet)\n");
+                    build(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", why.into_bytes(), false)
+                }
+            },
             "/version" => version(),
             "/targets" => self.targets(req.headers.get(http::header::HOST)),
             "/agents" => self.agents_page(),
@@ -256,21 +261,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Vec<u8>> {
         body.as_bytes().to_vec(),
         false,
     )
-}
-
-/// Whether the proxy port is bound: binding it must fail as taken. The tunnel found it free
-/// at start (`main`'s port check), so taken means taken by its listener (or, during a
-/// zero-downtime upgrade, by the old process's, which hands it over).
-///
-/// Pingora reports a listening service as started before it binds its listeners, and a bind
-/// failure there ends only that service's thread, so neither the order of start-up nor this
-/// port answering proves the proxy port listens. One `bind` per probe does.
-fn is_listening(addr: SocketAddr) -> bool {
-    match TcpListener::bind(addr) {
-        // Free: nothing listens there; the probe's own socket closes at once.
-        Ok(_) => false,
-        Err(e) => e.kind() == std::io::ErrorKind::AddrInUse,
-    }
 }
 
 fn build(status: StatusCode, content_type: &str, body: Vec<u8>, gzip: bool) -> Response<Vec<u8>> {
@@ -357,19 +347,8 @@ fn version() -> Response<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{accepts_gzip, is_listening, strip_port};
+    use super::{accepts_gzip, strip_port};
     use http::HeaderValue;
-    use std::net::TcpListener;
-
-    #[test]
-    fn ready_only_while_the_proxy_port_is_bound() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        assert!(is_listening(addr), "a bound port counts as listening");
-        drop(listener);
-        assert!(!is_listening(addr), "a free port does not");
-        assert!(!is_listening(addr), "and the probe did not keep it");
-    }
 
     #[test]
     fn gzip_negotiation() {

@@ -17,15 +17,17 @@
 //!
 //! # The path of one scrape
 //! - **Enters**: Pingora's accept loop admits the connection (`listener/gate.rs`);
-//!   [`listener::ProxyPort`] reads the request header (`listener/header.rs`) and hands the
-//!   request to [`proxy::TunnelProxy`].
+//!   [`listener::ProxyPort`] reads the request header (`listener/header.rs`), parses it
+//!   (`listener/request.rs`) and hands the request to [`proxy::TunnelProxy`] as a
+//!   [`listener::ClientExchange`], which also writes the answer.
 //! - **Target chosen**: [`proxy::route`] picks it from the [`targets::TargetTable`] (the only
 //!   exporter, or by `?target=`), after the access rules ([`access`]); in reverse mode an
 //!   absolute-form request names a registered client instead (`proxy/registered.rs`); a name
 //!   no configured target has may be an agent's (`proxy/agents.rs`).
 //! - **Forwarded**: `proxy/forward.rs` sends it on a kept-alive connection
 //!   (`upstream/idle.rs`) or a new one ([`upstream::Upstream::peer`], Pingora's connector,
-//!   `upstream/connect.rs` through a forward proxy), and streams the answer back; to a
+//!   `upstream/connect.rs` through a forward proxy), and streams the answer back (the rest of a
+//!   large plain body spliced socket to socket, [`http1::splice`]); to a
 //!   registered client, [`reverse::scrape`] hands it to the client's poll and streams its push;
 //!   to an agent, [`agent::relay`] opens a stream on the agent's connection.
 //! - **Counted**: [`proxy::TunnelProxy`]'s `record` step, once per request whatever its end, into

@@ -71,13 +71,8 @@ fn main() -> ExitCode {
     }
     // When upgrading, the old process still holds the ports and hands them over.
     if !cli.pingora.upgrade {
-        let mut addrs = vec![tunnel.listen.proxy_addr(), tunnel.listen.metrics_addr()];
-        if let Some(poll) = &tunnel.poll {
-            addrs.push(SocketAddr::new(tunnel.listen.address, poll.port.get()));
-        }
-        if let Some(agent) = &tunnel.agent_port {
-            addrs.push(SocketAddr::new(tunnel.listen.address, agent.port.get()));
-        }
+        let mut addrs: Vec<SocketAddr> = tunnel.traffic_ports().into_iter().map(|p| p.1).collect();
+        addrs.push(tunnel.listen.metrics_addr());
         // An agent listens on nothing.
         for addr in addrs.into_iter().filter(|_| tunnel.agent_role.is_none()) {
             if let Err(e) = TcpListener::bind(addr) {
@@ -180,7 +175,7 @@ fn main() -> ExitCode {
     let admin = service::admin_service(&tunnel, &targets, registry, agent_listing, reloader.log());
     ports.push(server.add_service(proxy));
     let admin_handle = server.add_service(admin);
-    // /readyz answers only once the proxy port (and the poll port) are up.
+    // Started after the ports' services; /readyz then probes that each port listens.
     for port in &ports {
         admin_handle.add_dependency(port);
     }

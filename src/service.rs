@@ -166,6 +166,7 @@ pub fn admin_service(
     let app = AdminApp::new(
         Arc::clone(targets),
         &config.listen,
+        config.traffic_ports(),
         registry,
         agents,
         status,

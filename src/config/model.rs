@@ -329,6 +329,19 @@ pub struct SettingInForce {
 }
 
 impl TunnelConfig {
+    /// The ports that take traffic, named as `/readyz` names them: the proxy port, and the
+    /// poll and agent ports when set. An agent listens on none.
+    pub fn traffic_ports(&self) -> Vec<(&'static str, SocketAddr)> {
+        if self.agent_role.is_some() {
+            return Vec::new();
+        }
+        let at = |port: NonZeroU16| SocketAddr::new(self.listen.address, port.get());
+        let mut ports = vec![("proxy port", self.listen.proxy_addr())];
+        ports.extend(self.poll.as_ref().map(|poll| ("poll port", at(poll.port))));
+        ports.extend(self.agent_port.as_ref().map(|a| ("agent port", at(a.port))));
+        ports
+    }
+
     /// Whether per-target metrics carry a `target` label: with several exporters, or with
     /// clients that register by name.
     pub fn labelled_metrics(&self) -> bool {
