@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::Version;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -51,6 +51,31 @@ impl Framing {
         }
         framing
     }
+
+    /// Whether the connection may carry another message after this one, sent in `version`:
+    /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`, and
+    /// never with `Transfer-Encoding` (RFC 9112 section 6.1).
+    pub fn keeps_alive(&self, version: Version) -> bool {
+        !self.close
+            && match version {
+                Version::HTTP_11 => true,
+                _ => self.keep_alive && !self.transfer_encoding,
+            }
+    }
+}
+
+/// The version httparse parsed (`HTTP/1.<minor>`).
+pub fn version(minor: Option<u8>) -> Version {
+    match minor {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+/// One `Content-Length` value, checked as [`Framing::of`] checks them (digits; a
+/// comma-separated list must agree).
+pub fn length_of(value: &[u8]) -> Option<u64> {
+    content_length(value, Ok(u64::MAX)).ok()
 }
 
 /// A `Content-Length` value reconciled with the ones before it (`u64::MAX`: none yet): every
@@ -83,6 +108,26 @@ pub struct FieldSpan {
     pub value: Range<usize>,
 }
 
+impl FieldSpan {
+    /// Where each of `fields`, parsed from `buf`, lies in it.
+    pub fn all(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
+        fields
+            .iter()
+            .map(|f| FieldSpan {
+                name: span(buf, f.name.as_bytes()),
+                value: span(buf, f.value),
+            })
+            .collect()
+    }
+
+    /// The field's name and value, sharing `raw`'s bytes (the buffer it was parsed from).
+    pub fn of(&self, raw: &Bytes) -> (Bytes, HeaderValue) {
+        let name = raw.slice(self.name.clone());
+        let value = pingora_http::header_value_from_raw(raw.slice(self.value.clone()));
+        (name, value)
+    }
+}
+
 /// Where `part`, a slice of `buf`, lies in it.
 pub fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
@@ -108,16 +153,12 @@ pub fn build_header(
         .into_up()
     };
     let mut header = Box::new(ResponseHeader::build(code, Some(spans.len())).map_err(invalid)?);
-    header.set_version(match version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    });
+    header.set_version(self::version(version));
     // httparse gave the phrase as a `str`: it is UTF-8.
     let reason = reason.and_then(|r| std::str::from_utf8(&raw[r]).ok());
     header.set_reason_phrase(reason).map_err(invalid)?;
     for field in spans {
-        let name = raw.slice(field.name.clone());
-        let value = pingora_http::header_value_from_raw(raw.slice(field.value.clone()));
+        let (name, value) = field.of(raw);
         header.append_header(name, value).map_err(invalid)?;
     }
     if transfer_encoding {

@@ -23,7 +23,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use crate::http1::body::{BodyState, ChunkState};
-use crate::http1::framing::{span, FieldSpan, Framing};
+use crate::http1::framing::{self, span, FieldSpan, Framing};
 
 /// The most header fields in a request, Pingora's limit.
 pub const MAX_HEADERS: usize = 256;
@@ -115,20 +115,10 @@ fn parse_as_sent(mut bytes: BytesMut) -> std::result::Result<ParsedRequest, Unpa
         }
     };
     let framing = Framing::of(request.headers);
-    let version = match request.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
+    let version = framing::version(request.version);
     let method = span(&bytes, request.method.unwrap_or_default().as_bytes());
     let target = span(&bytes, request.path.unwrap_or_default().as_bytes());
-    let spans: Vec<FieldSpan> = request
-        .headers
-        .iter()
-        .map(|f| FieldSpan {
-            name: span(&bytes, f.name.as_bytes()),
-            value: span(&bytes, f.value),
-        })
-        .collect();
+    let spans = FieldSpan::all(&bytes, request.headers);
     // A scrape has no body and pipelines nothing: then nothing is split off, and the buffer
     // stays one allocation.
     let rest = if length == bytes.len() {
@@ -146,17 +136,12 @@ fn parse_as_sent(mut bytes: BytesMut) -> std::result::Result<ParsedRequest, Unpa
     );
     header.set_version(version);
     for field in &spans {
-        let name = raw.slice(field.name.clone());
-        let value = pingora_http::header_value_from_raw(raw.slice(field.value.clone()));
+        let (name, value) = field.of(&raw);
         header
             .append_header(name, value)
             .map_err(|e| e.into_down())?;
     }
-    let mut keep_alive = !framing.close
-        && match version {
-            Version::HTTP_11 => true,
-            _ => framing.keep_alive,
-        };
+    let mut keep_alive = framing.keeps_alive(version);
     let body = if framing.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(malformed("an HTTP/1.0 request cannot have a Transfer-Encoding").into());

@@ -201,12 +201,8 @@ impl ExporterExchange {
             self.answer.state = BodyState::Done;
         }
         // RFC 9112 section 6.1: an HTTP/1.0 answer with Transfer-Encoding closes its connection.
-        self.keep_alive = self.answer.state != BodyState::UntilClose
-            && !framing.close
-            && match header.version {
-                Version::HTTP_11 => true,
-                _ => framing.keep_alive && !framing.transfer_encoding,
-            };
+        self.keep_alive =
+            self.answer.state != BodyState::UntilClose && framing.keeps_alive(header.version);
         Ok(())
     }
 
@@ -234,14 +230,7 @@ impl ExporterExchange {
                         let reason = response
                             .reason
                             .map(|r| span(&self.answer.buf, r.as_bytes()));
-                        let spans: Vec<_> = response
-                            .headers
-                            .iter()
-                            .map(|f| FieldSpan {
-                                name: span(&self.answer.buf, f.name.as_bytes()),
-                                value: span(&self.answer.buf, f.value),
-                            })
-                            .collect();
+                        let spans = FieldSpan::all(&self.answer.buf, response.headers);
                         // The header's few hundred bytes are copied out for its fields, rather
                         // than split off: a split would share the read buffer with the header the
                         // client session keeps, so every later read of a large body would need a

@@ -6,13 +6,14 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Version};
+use http::{Method, Version};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
 
 use super::{AnswerBody, ClientExchange};
+use crate::http1::framing::length_of;
 use crate::http1::splice::plain_socket;
 use crate::listener::client_stream::ClientStream;
 
@@ -31,7 +32,11 @@ impl ClientExchange {
         } else if header.headers.contains_key(TRANSFER_ENCODING) {
             AnswerBody::Chunked
         } else {
-            match header.headers.get(CONTENT_LENGTH).map(content_length) {
+            match header
+                .headers
+                .get(CONTENT_LENGTH)
+                .map(|value| length_of(value.as_bytes()))
+            {
                 Some(Some(0)) => AnswerBody::Done,
                 Some(Some(length)) => AnswerBody::Length(length),
                 Some(None) => {
@@ -240,16 +245,6 @@ impl ClientExchange {
         }
         Ok(())
     }
-}
-
-/// A `Content-Length` value the tunnel's own answers and the exporters' (already checked)
-/// carry.
-fn content_length(value: &HeaderValue) -> Option<u64> {
-    std::str::from_utf8(value.as_bytes())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// `len` as a chunk-size line (hexadecimal, CRLF) in `buf`.

@@ -92,6 +92,31 @@ fn an_answer_with_a_length_goes_out_whole_and_the_connection_carries_the_next_re
 }
 
 #[test]
+fn a_length_the_exporter_repeated_in_agreement_frames_the_answer() {
+    // RFC 9110 section 8.6 lets `Content-Length: 4, 4` stand for 4, and the exporter's side
+    // accepts it; the answer's writer once parsed the value itself and refused it.
+    runtime().block_on(async {
+        let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        exchange
+            .write_response_header(answer(200, &[("Content-Length", "4, 4")]))
+            .await
+            .expect("header");
+        exchange.write_body(b"bodyextra").await.expect("body");
+        exchange.finish_body().await.expect("finish");
+        assert_eq!(exchange.body_bytes_sent(), 4);
+        assert!(exchange.into_reusable().await.is_some(), "kept");
+        let got = String::from_utf8_lossy(&{
+            let mut got = vec![0u8; 512];
+            let n = client.read(&mut got).await.expect("read");
+            got.truncate(n);
+            got
+        })
+        .into_owned();
+        assert!(got.ends_with("\r\n\r\nbody"), "{got}");
+    });
+}
+
+#[test]
 fn a_bodiless_answer_leaves_with_its_header_and_a_date() {
     runtime().block_on(async {
         for (request, status) in [
