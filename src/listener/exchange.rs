@@ -216,7 +216,7 @@ impl ClientExchange {
                     debug!("could not send the answer's header before closing: {e}");
                 }
             }
-            pingora_core::protocols::Shutdown::shutdown(&mut *self.stream).await;
+            super::close(&mut self.stream).await;
             return None;
         }
         self.body.settle();

@@ -1,6 +1,7 @@
 //! The answer to a client's request, written: its header held until the first piece of body,
 //! then both in one `writev`; the body framed as the header says.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -185,16 +186,10 @@ impl ClientExchange {
 
     /// Sends what the connection gathered, within the write timeout.
     async fn flush(&mut self) -> Result<()> {
-        let flushed = self.stream.flush();
-        match self.write_timeout {
-            Some(limit) => match tokio::time::timeout(limit, flushed).await {
-                Ok(flushed) => flushed,
-                Err(_) => return Err(write_timed_out(limit)),
-            },
-            None => flushed.await,
-        }
-        .or_err(ErrorType::WriteError, "while sending the answer")
-        .map_err(|e| e.into_down())
+        within(self.write_timeout, self.stream.flush())
+            .await?
+            .or_err(ErrorType::WriteError, "while sending the answer")
+            .map_err(|e| e.into_down())
     }
 
     /// Writes the held header, if any, then `parts`, in as few system calls as the socket
@@ -212,15 +207,7 @@ impl ClientExchange {
         }
         let mut left = &mut slices[..count];
         while !left.is_empty() {
-            let written = self.stream.write_vectored(left);
-            let written = match self.write_timeout {
-                Some(limit) => match tokio::time::timeout(limit, written).await {
-                    Ok(written) => written,
-                    Err(_) => return Err(write_timed_out(limit)),
-                },
-                None => written.await,
-            };
-            match written {
+            match within(self.write_timeout, self.stream.write_vectored(left)).await? {
                 Ok(0) => {
                     return Err(Error::explain(
                         ErrorType::WriteError,
@@ -259,11 +246,20 @@ pub(super) fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     &buf[..digits + 2]
 }
 
-/// The error for a write the client did not take within `limit`.
-fn write_timed_out(limit: Duration) -> Box<Error> {
-    Error::explain(
-        ErrorType::WriteTimedout,
-        format!("the client took no bytes for {limit:?}"),
-    )
-    .into_down()
+/// The outcome of `write`, a write to the client, or a `WriteTimedout` error when the client
+/// took nothing within `limit` (no limit: as long as it takes).
+async fn within<T>(
+    limit: Option<Duration>,
+    write: impl Future<Output = std::io::Result<T>>,
+) -> Result<std::io::Result<T>> {
+    let Some(limit) = limit else {
+        return Ok(write.await);
+    };
+    tokio::time::timeout(limit, write).await.map_err(|_| {
+        Error::explain(
+            ErrorType::WriteTimedout,
+            format!("the client took no bytes for {limit:?}"),
+        )
+        .into_down()
+    })
 }
