@@ -2,7 +2,7 @@
 //! (`upstream/http1.rs`) and its server for clients (`listener/exchange.rs`). [`framing`] reads
 //! how a header frames its body and whether its connection may be kept; [`body`] reads that
 //! body by its framing from one buffer; [`splice`] moves a large one from socket to socket
-//! in the kernel.
+//! in the kernel. [`head`] is an exporter's answer header as it arrived, sent on as it is.
 //!
 //! Both follow RFC 9112 section 6, as Pingora's own sessions do: chunked when the last transfer
 //! coding is `chunked` (a `Content-Length` beside it is dropped), then `Content-Length`
@@ -10,6 +10,7 @@
 
 pub mod body;
 pub mod framing;
+pub mod head;
 pub mod splice;
 
 use pingora_error::{Error, ErrorType};

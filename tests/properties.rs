@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use prometheus_tunnel::config::forward_proxy::{self, ForwardProxy};
 use prometheus_tunnel::config::{self, file, parse, ExporterHost, Setting};
 use prometheus_tunnel::http1::body::BodyState;
+use prometheus_tunnel::http1::head::ExporterHead;
 use prometheus_tunnel::ip_range::IpRange;
 use prometheus_tunnel::listener::request;
 use prometheus_tunnel::material::secret::authorization;
@@ -194,13 +195,9 @@ proptest! {
         runtime.block_on(async {
             let outcome = read_answer(&answer).await;
             if let Some((header, body)) = outcome {
-                let length = header
-                    .headers
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-                let framed_by_length = header.headers.get(TRANSFER_ENCODING).is_none()
-                    && !matches!(header.status.as_u16(), 204 | 304);
+                let length = header.content_length().flatten().map(|n| n as usize);
+                let framed_by_length = !header.transfer_encoding()
+                    && !matches!(header.status().as_u16(), 204 | 304);
                 // A body read whole is exactly as long as its header said.
                 if let (Some(length), true) = (length, framed_by_length) {
                     prop_assert_eq!(body.len(), length);
@@ -335,7 +332,7 @@ fn exporter_answer() -> impl Strategy<Value = Vec<u8>> {
 
 /// Sends a scrape to an "exporter" that answers `answer` and closes; the header and the whole
 /// body when the answer was read to its end, `None` when it was refused.
-async fn read_answer(answer: &[u8]) -> Option<(Box<ResponseHeader>, Vec<u8>)> {
+async fn read_answer(answer: &[u8]) -> Option<(ExporterHead, Vec<u8>)> {
     let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("socket pair");
     let stream = pingora_core::protocols::l4::stream::Stream::from(ours);
     let mut exchange = ExporterExchange::new(Box::new(stream));

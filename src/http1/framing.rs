@@ -101,6 +101,7 @@ fn content_length(value: &[u8], before: Result<u64, ()>) -> Result<u64, ()> {
 }
 
 /// Where a header field's name and value lie in the header's bytes.
+#[derive(Debug)]
 pub struct FieldSpan {
     /// The field's name.
     pub name: Range<usize>,

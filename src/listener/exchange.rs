@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
+use http::StatusCode;
 use log::debug;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use tokio::io::AsyncReadExt;
 
 mod answer;
@@ -61,8 +62,8 @@ pub struct ClientExchange {
     read_timeout: Option<Duration>,
     /// How long each write of the answer may wait.
     write_timeout: Option<Duration>,
-    /// The answer's header, once written.
-    answer: Option<Box<ResponseHeader>>,
+    /// The answer's status, once its header is written.
+    answer_status: Option<StatusCode>,
     /// The answer's header serialised and not yet sent: it leaves with the first piece of
     /// body (or alone, at the end).
     unsent_head: Vec<u8>,
@@ -94,7 +95,7 @@ impl ClientExchange {
             keep_alive,
             read_timeout: None,
             write_timeout: None,
-            answer: None,
+            answer_status: None,
             unsent_head: Vec::new(),
             answer_body: AnswerBody::NotStarted,
             body_bytes_sent: 0,
@@ -162,9 +163,9 @@ impl ClientExchange {
         Ok(())
     }
 
-    /// The answer's header, once written.
-    pub fn response_written(&self) -> Option<&ResponseHeader> {
-        self.answer.as_deref()
+    /// The answer's status, once its header is written.
+    pub fn answer_status(&self) -> Option<StatusCode> {
+        self.answer_status
     }
 
     /// Bytes of the answer's body written so far.

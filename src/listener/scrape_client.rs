@@ -10,9 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
 use pingora_error::{Error, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 
 use super::ClientExchange;
+use crate::http1::head::ExporterHead;
 
 /// The side a scrape's answer is written to, and watched for going away.
 pub trait ScrapeClient: Send {
@@ -22,10 +23,10 @@ pub trait ScrapeClient: Send {
     /// Limits each write that follows.
     fn set_write_timeout(&mut self, timeout: Option<Duration>);
 
-    /// Writes the answer's header.
-    fn write_response_header(
+    /// Writes the exporter's answer header.
+    fn write_exporter_head(
         &mut self,
-        header: Box<ResponseHeader>,
+        head: &ExporterHead,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Writes a piece of the answer's body.
@@ -61,8 +62,8 @@ impl ScrapeClient for ClientExchange {
         ClientExchange::set_write_timeout(self, timeout);
     }
 
-    async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
-        ClientExchange::write_response_header(self, header).await
+    async fn write_exporter_head(&mut self, head: &ExporterHead) -> Result<()> {
+        ClientExchange::write_exporter_head(self, head).await
     }
 
     async fn write_body(&mut self, piece: &[u8]) -> Result<()> {
@@ -95,8 +96,9 @@ impl ScrapeClient for H2Stream {
         H2Stream::set_write_timeout(self, timeout);
     }
 
-    async fn write_response_header(&mut self, header: Box<ResponseHeader>) -> Result<()> {
-        H2Stream::write_response_header(self, header, false)
+    async fn write_exporter_head(&mut self, head: &ExporterHead) -> Result<()> {
+        // HTTP/2 frames a header map: built here only.
+        H2Stream::write_response_header(self, head.to_response_header()?, false)
     }
 
     async fn write_body(&mut self, piece: &[u8]) -> Result<()> {

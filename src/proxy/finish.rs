@@ -42,7 +42,7 @@ impl TunnelProxy {
             req.headers.get(http::header::HOST)
         );
         session.close_after_answer();
-        if failure.status == CLIENT_CLOSED || session.response_written().is_some() {
+        if failure.status == CLIENT_CLOSED || session.answer_status().is_some() {
             return;
         }
         let body = Bytes::from(format!(
@@ -91,8 +91,8 @@ impl RequestHandler for TunnelProxy {
         let (status, failure) = match self.answer(session, &mut ctx).await {
             Ok(()) => (
                 session
-                    .response_written()
-                    .map_or(500, |r| r.status.as_u16()),
+                    .answer_status()
+                    .map_or(500, |status| status.as_u16()),
                 None,
             ),
             Err(e) => {

@@ -12,15 +12,13 @@
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::Version;
 use log::debug;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 
+use crate::http1::head::ExporterHead;
 use crate::http1::splice::splice_body;
 use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
@@ -173,7 +171,7 @@ impl Forwarder {
 async fn request_and_answer(
     exporter: &mut ExporterExchange,
     reused: bool,
-) -> Result<Box<ResponseHeader>, TryFailure> {
+) -> Result<ExporterHead, TryFailure> {
     exporter
         .send()
         .await
@@ -201,23 +199,15 @@ async fn exchange(
         },
         gone = session.gone() => return Err(TryFailure::Fail(gone)),
     };
-    // The version of a response is its sender's: the tunnel speaks HTTP/1.1 to the client
-    // whatever the exporter spoke.
-    header.set_version(Version::HTTP_11);
     // A body that ends when the connection closes (HTTP/1.0 style) goes on chunked, so the
     // client's connection stays open; pingora-proxy does the same.
-    if exporter.body_until_close()
-        && header.headers.get(TRANSFER_ENCODING).is_none()
-        && header.headers.get(CONTENT_LENGTH).is_none()
-    {
-        header
-            .insert_header(TRANSFER_ENCODING, "chunked")
-            .map_err(TryFailure::Fail)?;
+    if exporter.body_until_close() {
+        header.chunk_body();
     }
     // A client that does not read is given no more time than the exporter.
     session.set_write_timeout(Some(deadline.remaining()));
     session
-        .write_response_header(header)
+        .write_exporter_head(&header)
         .await
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
     let until = deadline.until();

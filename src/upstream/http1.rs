@@ -6,8 +6,8 @@
 //! 4 KiB, so a node_exporter page (about 10 KB gzip-compressed, what Prometheus asks for by
 //! default) took two reads from the socket where HAProxy takes one; its header was then built
 //! into a map that the proxy cloned for the client. Here the first read takes up to 64 KiB, the
-//! header is parsed once (httparse, as Pingora does) into the very header the client is sent,
-//! and the body is passed on from the same buffer. The measured difference is in
+//! header is parsed once (httparse, as Pingora does) and its bytes are what the client is sent
+//! (`http1::head`), and the body is passed on from the same buffer. The measured difference is in
 //! benches/README.md. The buffer exists only while a scrape is in flight (an idle connection
 //! holds none), the same 64 KiB Pingora's body reader took.
 //!
@@ -19,27 +19,24 @@
 //! nothing more arrived after it, and the exporter keeps it alive (HTTP/1.1 unless it says
 //! `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
 
-use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use http::{Method, Version};
 use log::trace;
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, OrErr, Result, RetryType};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use tokio::io::AsyncWriteExt;
 
 use crate::http1::body::{BodyReader, BodyState, ChunkState, READ_SIZE};
-use crate::http1::framing::{build_header, span, FieldSpan, Framing};
+use crate::http1::framing::Framing;
+use crate::http1::head::ExporterHead;
 use crate::http1::splice::{plain_socket, SPLICE_MIN_BYTES};
 use crate::http1::Sender;
 
 /// The longest response header accepted, Pingora's limit.
 const MAX_HEADER_BYTES: usize = 1024 * 1024 - 1;
-
-/// The most header fields in a response, Pingora's limit.
-const MAX_HEADERS: usize = 256;
 
 /// One exporter connection carrying one scrape: the request, then the answer's header and body.
 pub struct ExporterExchange {
@@ -157,10 +154,10 @@ impl ExporterExchange {
 
     /// Reads the final answer's header, skipping informational ones, and returns it as the
     /// client is to be sent it (a `Content-Length` beside `Transfer-Encoding` dropped).
-    pub async fn read_header(&mut self) -> Result<Box<ResponseHeader>> {
+    pub async fn read_header(&mut self) -> Result<ExporterHead> {
         loop {
-            let (header, framing) = self.read_one_header().await?;
-            match header.status.as_u16() {
+            let (header, version) = self.read_one_header().await?;
+            match header.status().as_u16() {
                 101 => {
                     return Err(exporter_error(
                         ErrorType::H1Error,
@@ -169,16 +166,16 @@ impl ExporterExchange {
                 }
                 100..=199 => continue,
                 status => {
-                    self.frame(&header, &framing, status)?;
+                    self.frame(header.framing(), version, status)?;
                     return Ok(header);
                 }
             }
         }
     }
 
-    /// Decides how the body of the answer `header` is framed and whether the connection may
-    /// be kept.
-    fn frame(&mut self, header: &ResponseHeader, framing: &Framing, status: u16) -> Result<()> {
+    /// Decides how the body of an answer with `status`, sent in `version`, is framed as
+    /// `framing` says, and whether the connection may be kept.
+    fn frame(&mut self, framing: &Framing, version: Version, status: u16) -> Result<()> {
         self.answer.state = if self.head || matches!(status, 204 | 304) {
             BodyState::Length(0)
         } else if framing.chunked {
@@ -202,60 +199,19 @@ impl ExporterExchange {
         }
         // RFC 9112 section 6.1: an HTTP/1.0 answer with Transfer-Encoding closes its connection.
         self.keep_alive =
-            self.answer.state != BodyState::UntilClose && framing.keeps_alive(header.version);
+            self.answer.state != BodyState::UntilClose && framing.keeps_alive(version);
         Ok(())
     }
 
-    /// Reads and parses one response header, informational or final.
-    async fn read_one_header(&mut self) -> Result<(Box<ResponseHeader>, Framing)> {
+    /// Reads and parses one response header, informational or final, and the version it was
+    /// sent in.
+    async fn read_one_header(&mut self) -> Result<(ExporterHead, Version)> {
         let mut parse_first = !self.answer.buf.is_empty();
         loop {
             if parse_first {
-                // Left uninitialised: zeroing 256 fields (8 KiB) per scrape cost more than the
-                // parse itself.
-                let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-                let mut response = httparse::Response::new(&mut []);
-                let mut parser = httparse::ParserConfig::default();
-                parser.allow_spaces_after_header_name_in_responses(true);
-                parser.allow_obsolete_multiline_headers_in_responses(true);
-                match parser.parse_response_with_uninit_headers(
-                    &mut response,
-                    &self.answer.buf,
-                    &mut fields,
-                ) {
-                    Ok(httparse::Status::Complete(length)) => {
-                        let framing = Framing::of(response.headers);
-                        let code = response.code.unwrap_or_default();
-                        let version = response.version;
-                        let reason = response
-                            .reason
-                            .map(|r| span(&self.answer.buf, r.as_bytes()));
-                        let spans = FieldSpan::all(&self.answer.buf, response.headers);
-                        // The header's few hundred bytes are copied out for its fields, rather
-                        // than split off: a split would share the read buffer with the header the
-                        // client session keeps, so every later read of a large body would need a
-                        // buffer of its own instead of reusing this one from its start.
-                        let raw = Bytes::copy_from_slice(&self.answer.buf[..length]);
-                        self.answer.buf.advance(length);
-                        let header = build_header(
-                            code,
-                            version,
-                            reason,
-                            &raw,
-                            &spans,
-                            framing.transfer_encoding,
-                        )?;
-                        return Ok((header, framing));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => {
-                        return Err(Error::because(
-                            ErrorType::InvalidHTTPHeader,
-                            "the exporter's answer is not an HTTP/1 response",
-                            e,
-                        )
-                        .into_up())
-                    }
+                if let Some((header, version, length)) = ExporterHead::parse(&self.answer.buf)? {
+                    self.answer.buf.advance(length);
+                    return Ok((header, version));
                 }
                 if self.answer.buf.len() > MAX_HEADER_BYTES {
                     return Err(exporter_error(

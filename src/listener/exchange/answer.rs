@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
-use http::{Method, Version};
+use http::{Method, StatusCode};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
@@ -15,75 +15,133 @@ use tokio::io::AsyncWriteExt;
 
 use super::{AnswerBody, ClientExchange};
 use crate::http1::framing::length_of;
+use crate::http1::head::ExporterHead;
 use crate::http1::splice::plain_socket;
 use crate::listener::client_stream::ClientStream;
 
 impl ClientExchange {
-    /// Writes the answer's header (held until the first piece of body, or the end).
+    /// Writes the answer's header (held until the first piece of body, or the end): for the
+    /// tunnel's own answers (errors, pages).
     pub async fn write_response_header(&mut self, mut header: Box<ResponseHeader>) -> Result<()> {
+        let length = header
+            .headers
+            .get(CONTENT_LENGTH)
+            .map(|value| length_of(value.as_bytes()));
+        self.frame_answer(
+            header.status,
+            header.headers.contains_key(TRANSFER_ENCODING),
+            length,
+        )?;
+        if !header.headers.contains_key(DATE) {
+            header.insert_header(DATE, get_cached_date())?;
+        }
+        header.remove_header("keep-alive");
+        header.remove_header(&CONNECTION);
+        let head = self.start_head(
+            header.status,
+            header.get_reason_phrase().unwrap_or("").as_bytes(),
+        );
+        header.header_to_h1_wire(head);
+        self.end_head();
+        Ok(())
+    }
+
+    /// Writes an exporter's answer header (held until the first piece of body, or the end):
+    /// its own bytes, field by field, but for those about its connection (`head.rs`).
+    pub async fn write_exporter_head(&mut self, exporter: &ExporterHead) -> Result<()> {
+        self.frame_answer(
+            exporter.status(),
+            exporter.transfer_encoding(),
+            exporter.content_length(),
+        )?;
+        let head = self.start_head(exporter.status(), exporter.reason());
+        for (name, value) in exporter.end_to_end_fields() {
+            head.extend_from_slice(name);
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+        if exporter.adds_chunked() {
+            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        if !exporter.has_date() {
+            head.extend_from_slice(b"Date: ");
+            head.extend_from_slice(get_cached_date().as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        self.end_head();
+        Ok(())
+    }
+
+    /// Decides how the answer's body is framed from its `status`, whether it has a
+    /// `Transfer-Encoding`, and its `Content-Length` (`Some(None)`: not a number); and whether
+    /// the connection may then be kept.
+    fn frame_answer(
+        &mut self,
+        status: StatusCode,
+        transfer_encoding: bool,
+        content_length: Option<Option<u64>>,
+    ) -> Result<()> {
         if self.answer_body != AnswerBody::NotStarted {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "the answer's header was already written",
             ));
         }
-        let status = header.status.as_u16();
-        self.answer_body = if self.request.method == Method::HEAD || matches!(status, 204 | 304) {
-            AnswerBody::Done
-        } else if header.headers.contains_key(TRANSFER_ENCODING) {
-            AnswerBody::Chunked
-        } else {
-            match header
-                .headers
-                .get(CONTENT_LENGTH)
-                .map(|value| length_of(value.as_bytes()))
-            {
-                Some(Some(0)) => AnswerBody::Done,
-                Some(Some(length)) => AnswerBody::Length(length),
-                Some(None) => {
-                    return Err(Error::explain(
-                        ErrorType::InternalError,
-                        "the answer's Content-Length is not a number",
-                    ))
+        self.answer_body =
+            if self.request.method == Method::HEAD || matches!(status.as_u16(), 204 | 304) {
+                AnswerBody::Done
+            } else if transfer_encoding {
+                AnswerBody::Chunked
+            } else {
+                match content_length {
+                    Some(Some(0)) => AnswerBody::Done,
+                    Some(Some(length)) => AnswerBody::Length(length),
+                    Some(None) => {
+                        return Err(Error::explain(
+                            ErrorType::InternalError,
+                            "the answer's Content-Length is not a number",
+                        ))
+                    }
+                    None => {
+                        // Its end is the connection's.
+                        self.keep_alive = false;
+                        AnswerBody::UntilClose
+                    }
                 }
-                None => {
-                    // Its end is the connection's.
-                    self.keep_alive = false;
-                    AnswerBody::UntilClose
-                }
-            }
-        };
+            };
         if !self.is_body_done() {
             // A body left unread (a refused request) would have to be read past before the
             // next request: not worth it, and unbounded.
             self.keep_alive = false;
         }
-        if !header.headers.contains_key(DATE) {
-            header.insert_header(DATE, get_cached_date())?;
-        }
-        // The exporter's `Connection` and `Keep-Alive` were about its own connection.
-        header.remove_header("keep-alive");
-        let connection = if self.keep_alive {
-            "keep-alive"
-        } else {
-            "close"
-        };
-        header.insert_header(CONNECTION, connection)?;
+        self.answer_status = Some(status);
+        Ok(())
+    }
+
+    /// The held header, started with its status line (always HTTP/1.1: the version of an
+    /// answer is its sender's), for the fields to be appended.
+    fn start_head(&mut self, status: StatusCode, reason: &[u8]) -> &mut Vec<u8> {
         let head = &mut self.unsent_head;
         head.clear();
         head.reserve(512);
-        head.extend_from_slice(match header.version {
-            Version::HTTP_10 => b"HTTP/1.0 ",
-            _ => b"HTTP/1.1 ",
-        });
-        head.extend_from_slice(header.status.as_str().as_bytes());
+        head.extend_from_slice(b"HTTP/1.1 ");
+        head.extend_from_slice(status.as_str().as_bytes());
         head.push(b' ');
-        head.extend_from_slice(header.get_reason_phrase().unwrap_or("").as_bytes());
+        head.extend_from_slice(reason);
         head.extend_from_slice(b"\r\n");
-        header.header_to_h1_wire(head);
-        head.extend_from_slice(b"\r\n");
-        self.answer = Some(header);
-        Ok(())
+        head
+    }
+
+    /// Ends the held header with the tunnel's own `Connection` (the exporter's `Connection`
+    /// and `Keep-Alive` were about its connection, and are not sent).
+    fn end_head(&mut self) {
+        let connection: &[u8] = if self.keep_alive {
+            b"Connection: keep-alive\r\n\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        };
+        self.unsent_head.extend_from_slice(connection);
     }
 
     /// Writes a piece of the answer's body, framed as its header says; bytes past a

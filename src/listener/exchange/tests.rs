@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use pingora_http::ResponseHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::answer::chunk_size_line;
 use super::*;
+use crate::http1::head::ExporterHead;
 use crate::listener::client_stream::ClientStream;
 use crate::test_support::runtime;
 
@@ -45,6 +47,25 @@ fn answer(status: u16, fields: &[(&str, &str)]) -> Box<ResponseHeader> {
     header
 }
 
+/// An exporter's answer header with `fields`, parsed from its bytes as the exporter's side
+/// parses it.
+fn exporter_head(status: u16, fields: &[(&str, &str)]) -> ExporterHead {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut raw = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in fields {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let (head, _, length) = ExporterHead::parse(raw.as_bytes())
+        .expect("valid")
+        .expect("complete");
+    assert_eq!(length, raw.len());
+    head
+}
+
 /// Everything the client receives until the tunnel's end closes.
 async fn received_until_close(client: &mut TcpStream) -> String {
     let mut got = Vec::new();
@@ -66,7 +87,7 @@ fn an_answer_with_a_length_goes_out_whole_and_the_connection_carries_the_next_re
             "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .await;
-        let header = answer(
+        let header = exporter_head(
             200,
             &[
                 ("Content-Type", "text/plain"),
@@ -75,8 +96,8 @@ fn an_answer_with_a_length_goes_out_whole_and_the_connection_carries_the_next_re
                 ("Date", "Mon, 30 Nov 2026 12:00:00 GMT"),
             ],
         );
-        exchange.write_response_header(header).await.expect("header");
-        assert!(exchange.response_written().is_some());
+        exchange.write_exporter_head(&header).await.expect("header");
+        assert!(exchange.answer_status().is_some());
         exchange.write_body(b"0123").await.expect("body");
         exchange.write_body(b"456789 and more").await.expect("body");
         exchange.finish_body().await.expect("finish");
@@ -98,7 +119,7 @@ fn a_length_the_exporter_repeated_in_agreement_frames_the_answer() {
     runtime().block_on(async {
         let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
         exchange
-            .write_response_header(answer(200, &[("Content-Length", "4, 4")]))
+            .write_exporter_head(&exporter_head(200, &[("Content-Length", "4, 4")]))
             .await
             .expect("header");
         exchange.write_body(b"bodyextra").await.expect("body");
@@ -124,11 +145,8 @@ fn a_bodiless_answer_leaves_with_its_header_and_a_date() {
             ("GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 304),
         ] {
             let (mut exchange, mut client) = exchange(request).await;
-            let header = answer(status, &[("Content-Length", "4")]);
-            exchange
-                .write_response_header(header)
-                .await
-                .expect("header");
+            let header = exporter_head(status, &[("Content-Length", "4")]);
+            exchange.write_exporter_head(&header).await.expect("header");
             exchange.write_body(b"body").await.expect("ignored");
             exchange.finish_body().await.expect("finish");
             assert_eq!(exchange.body_bytes_sent(), 0);
@@ -147,11 +165,8 @@ fn a_bodiless_answer_leaves_with_its_header_and_a_date() {
 fn a_chunked_answer_is_framed_piece_by_piece_and_ended() {
     runtime().block_on(async {
         let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        let header = answer(200, &[("Transfer-Encoding", "chunked")]);
-        exchange
-            .write_response_header(header)
-            .await
-            .expect("header");
+        let header = exporter_head(200, &[("Transfer-Encoding", "chunked")]);
+        exchange.write_exporter_head(&header).await.expect("header");
         let big = vec![b'x'; 0x1234];
         for piece in [&b"hello"[..], b"", &big] {
             exchange.write_body(piece).await.expect("body");
@@ -171,7 +186,7 @@ fn an_answer_without_a_length_ends_with_the_connection() {
     runtime().block_on(async {
         let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
         exchange
-            .write_response_header(answer(200, &[]))
+            .write_exporter_head(&exporter_head(200, &[]))
             .await
             .expect("header");
         exchange.write_body(b"until close").await.expect("body");
@@ -182,6 +197,44 @@ fn an_answer_without_a_length_ends_with_the_connection() {
             got.contains("Connection: close\r\n\r\nuntil close"),
             "{got}"
         );
+    });
+}
+
+#[test]
+fn an_exporters_header_goes_on_as_sent_but_for_its_connection_fields() {
+    runtime().block_on(async {
+        {
+            // Its own field order and case, an HTTP/1.0 status line, a folded value; `Connection`
+            // and `Keep-Alive` about its own connection; a `Content-Length` beside chunked; and a
+            // body that would end with the exporter's connection, re-framed as chunked.
+            let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            let raw = "HTTP/1.0 203 Fine By Me\r\nx-ONE: a\r\nConnection: keep-alive, x-one\r\nKeep-Alive: timeout=5\r\nX-Folded: first\r\n second\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n";
+            let (mut head, version, _) = ExporterHead::parse(raw.as_bytes())
+                .expect("valid")
+                .expect("complete");
+            assert_eq!(version, http::Version::HTTP_10);
+            head.chunk_body();
+            exchange.write_exporter_head(&head).await.expect("header");
+            assert_eq!(exchange.answer_status(), Some(http::StatusCode::NON_AUTHORITATIVE_INFORMATION));
+            exchange.write_body(b"abc").await.expect("body");
+            exchange.finish_body().await.expect("finish");
+            assert!(exchange.into_reusable().await.is_some(), "kept: the body is chunked");
+            let expected = "HTTP/1.1 203 Fine By Me\r\nx-ONE: a\r\nX-Folded: first\r\n second\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+            assert_eq!(received(&mut client, expected.len()).await, expected);
+        }
+        let (mut exchange, mut client) = exchange("GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        let head = exporter_head(
+            200,
+            &[("Content-Length", "99"), ("Transfer-Encoding", "gzip, chunked")],
+        );
+        assert_eq!(head.content_length(), None, "dropped beside Transfer-Encoding");
+        exchange.write_exporter_head(&head).await.expect("header");
+        exchange.finish_body().await.expect("finish");
+        drop(exchange.into_inner());
+        let got = received_until_close(&mut client).await;
+        assert!(!got.contains("Content-Length"), "{got}");
+        assert!(got.contains("\r\nTransfer-Encoding: gzip, chunked\r\n"), "{got}");
+        assert!(got.contains("\r\nDate: "), "a Date is added: {got}");
     });
 }
 
