@@ -92,6 +92,38 @@ fn a_client_that_hangs_up_mid_splice_is_counted_at_once_and_frees_the_exporter()
 }
 
 #[test]
+fn a_client_that_stops_reading_mid_splice_is_cut_at_the_deadline() {
+    // Far more than the sockets' buffers and the pipe hold, so the pipe fills and stays full:
+    // the tunnel must then wait on the client, within the deadline, and say so.
+    let exporter = Exporter::start(exporter_page(40_000_000));
+    let tunnel = Tunnel::start(exporter.port, &[DEBUG, ("UPSTREAM_TIMEOUT", "2s")]);
+    let stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    let asked = Instant::now();
+    (&stream).write_all(GET).expect("send");
+    let mut reader = BufReader::new(&stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains(" 200 "), "{status}");
+    // Reads nothing more, and stays connected.
+    let m = wait_for_requests(&tunnel, Duration::from_secs(15));
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "ended after {took:?}, the deadline being 2 s"
+    );
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "499")]),
+        1.0,
+        "{}",
+        tunnel.log()
+    );
+    assert_eq!(m.value("proxy_in_flight_requests", &[]), 0.0);
+    let log = tunnel.log_with("took no bytes");
+    assert!(log.contains("the client took no bytes"), "{log}");
+    drop(reader);
+}
+
+#[test]
 fn a_tls_client_gets_a_large_page_copied_whole() {
     // Encrypted in user space, the body cannot bypass the tunnel: it is copied, and the tunnel
     // asks only once per scrape whether it could splice.
