@@ -185,6 +185,9 @@ impl<H: RequestHandler> ProxyPort<H> {
     ) {
         let mut carried: Option<BytesMut> = None;
         let mut first = true;
+        // The connection's one timer for its waits between requests (see `first_bytes`).
+        let idle = tokio::time::sleep_until(first_deadline);
+        tokio::pin!(idle);
         loop {
             // 3. The first bytes of the next request: pipelined ones, or from the socket.
             let (bytes, deadline) = match carried.take() {
@@ -193,16 +196,15 @@ impl<H: RequestHandler> ProxyPort<H> {
                     tokio::time::Instant::now() + self.limits.header_read_timeout,
                 ),
                 None => {
-                    let wait = if first {
-                        first_deadline.saturating_duration_since(tokio::time::Instant::now())
-                    } else {
-                        self.limits.idle_timeout
-                    };
+                    if !first {
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + self.limits.idle_timeout);
+                    }
                     // A request already on its way is served (its connection then closes);
                     // only an idle connection is closed when the server shuts down.
                     let arrived = tokio::select! {
                         biased;
-                        arrived = header::first_bytes(&mut stream, wait) => arrived,
+                        arrived = header::first_bytes(&mut stream, idle.as_mut()) => arrived,
                         _ = shutdown.changed() => return,
                     };
                     match arrived {

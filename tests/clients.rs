@@ -225,3 +225,62 @@ fn the_tunnel_is_not_an_open_proxy() {
         "the absolute URI is reduced to its path"
     );
 }
+
+/// One answer read from a kept-alive connection: its status and body (by `Content-Length`).
+fn answer_on(stream: &mut TcpStream) -> (u16, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = std::io::Read::read(stream, &mut byte).expect("read the header");
+        assert_eq!(n, 1, "closed mid-header: {}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length");
+    let mut body = vec![0u8; length];
+    std::io::Read::read_exact(stream, &mut body).expect("read the body");
+    (raw_status(&got).expect("a status"), body)
+}
+
+#[test]
+fn a_kept_alive_connection_closes_after_idle_timeout_of_silence_only() {
+    // The tunnel keeps one timer per connection and pushes it later at each request: a
+    // connection used more often than IDLE_TIMEOUT must outlive it, and a silent one must not.
+    let page = exporter_page(500);
+    let exporter = Exporter::start(page.clone());
+    let tunnel = Tunnel::start(exporter.port, &[("IDLE_TIMEOUT", "2s")]);
+    let mut stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let opened = Instant::now();
+    let mut last_answer = Instant::now();
+    while opened.elapsed() < Duration::from_millis(5500) {
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("send on the kept connection");
+        let (status, body) = answer_on(&mut stream);
+        last_answer = Instant::now();
+        assert_eq!(status, 200);
+        assert!(body == page, "body differs");
+        if opened.elapsed() < Duration::from_millis(5500) {
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    }
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut stream, &mut rest);
+    let waited = last_answer.elapsed();
+    assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(5),
+        "closed after {waited:?} of silence, IDLE_TIMEOUT being 2 s"
+    );
+    assert_eq!(
+        exporter.seen().len() as f64,
+        tunnel.metrics().value("proxy_total_requests", &[])
+    );
+}

@@ -8,11 +8,11 @@
 //! it all. The bytes are then handed to Pingora's session as its first read, which parses them
 //! without reading the socket again.
 
-use std::time::Duration;
+use std::pin::Pin;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{timeout_at, Instant, Sleep};
 
 /// The largest request header accepted, request line included (HAProxy's and nginx's default
 /// buffers are of this order). Larger ones are answered 431 and never reach the exporter.
@@ -49,16 +49,22 @@ impl HeaderFailure {
     }
 }
 
-/// Waits up to `wait` for the first bytes of a request; only then is a buffer allocated.
+/// Waits until `idle` expires for the first bytes of a request; only then is a buffer
+/// allocated. `idle` is the connection's own timer, pushed later for each wait (which takes
+/// tokio no lock, where a timer made for each wait took two: one to arm, one to drop).
 pub async fn first_bytes<S: AsyncRead + Unpin>(
     stream: &mut S,
-    wait: Duration,
+    idle: Pin<&mut Sleep>,
 ) -> Result<BytesMut, HeaderFailure> {
     let mut first = [0u8; FIRST_READ_BYTES];
-    match tokio::time::timeout(wait, stream.read(&mut first)).await {
-        Err(_) => Err(HeaderFailure::Idle),
-        Ok(Ok(0) | Err(_)) => Err(HeaderFailure::Closed),
-        Ok(Ok(n)) => {
+    let read = tokio::select! {
+        biased;
+        read = stream.read(&mut first) => read,
+        () = idle => return Err(HeaderFailure::Idle),
+    };
+    match read {
+        Ok(0) | Err(_) => Err(HeaderFailure::Closed),
+        Ok(n) => {
             let mut buf = BytesMut::with_capacity(HEADER_BUFFER_BYTES.max(n));
             buf.extend_from_slice(&first[..n]);
             Ok(buf)
@@ -139,6 +145,7 @@ fn is_tchar(b: u8) -> bool {
 mod tests {
     use super::*;
     use crate::test_support::runtime;
+    use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
     #[test]
@@ -167,9 +174,12 @@ mod tests {
                 }
                 client
             });
-            let first = first_bytes(&mut server, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let first = first_bytes(
+                &mut server,
+                std::pin::pin!(tokio::time::sleep(Duration::from_secs(1))),
+            )
+            .await
+            .unwrap();
             let deadline = Instant::now() + Duration::from_secs(1);
             let header = rest_of_header(&mut server, first, deadline).await.unwrap();
             assert!(header.starts_with(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"));
@@ -183,9 +193,12 @@ mod tests {
             let (mut client, mut server) = tokio::io::duplex(64 * 1024);
             let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_HEADER_BYTES));
             client.write_all(long.as_bytes()).await.unwrap();
-            let first = first_bytes(&mut server, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let first = first_bytes(
+                &mut server,
+                std::pin::pin!(tokio::time::sleep(Duration::from_secs(1))),
+            )
+            .await
+            .unwrap();
             let deadline = Instant::now() + Duration::from_secs(1);
             assert_eq!(
                 rest_of_header(&mut server, first, deadline).await,
@@ -197,9 +210,12 @@ mod tests {
                 .write_all(b"GET / HTTP/1.1\r\nX-Slow: ")
                 .await
                 .unwrap();
-            let first = first_bytes(&mut server, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let first = first_bytes(
+                &mut server,
+                std::pin::pin!(tokio::time::sleep(Duration::from_secs(1))),
+            )
+            .await
+            .unwrap();
             let deadline = Instant::now() + Duration::from_millis(50);
             assert_eq!(
                 rest_of_header(&mut server, first, deadline).await,
@@ -209,9 +225,12 @@ mod tests {
 
             let (mut client, mut server) = tokio::io::duplex(1024);
             client.write_all(b"\x00\x01garbage").await.unwrap();
-            let first = first_bytes(&mut server, Duration::from_secs(1))
-                .await
-                .unwrap();
+            let first = first_bytes(
+                &mut server,
+                std::pin::pin!(tokio::time::sleep(Duration::from_secs(1))),
+            )
+            .await
+            .unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             let started = Instant::now();
             let bytes = rest_of_header(&mut server, first, deadline).await.unwrap();
@@ -229,7 +248,11 @@ mod tests {
             let (client, mut server) = tokio::io::duplex(1024);
             drop(client);
             assert_eq!(
-                first_bytes(&mut server, Duration::from_secs(1)).await,
+                first_bytes(
+                    &mut server,
+                    std::pin::pin!(tokio::time::sleep(Duration::from_secs(1)))
+                )
+                .await,
                 Err(HeaderFailure::Closed)
             );
         });

@@ -133,9 +133,10 @@ impl Forwarder {
             let (stream, reused) = match idle.take(peer.address()) {
                 Some(stream) => (stream, true),
                 None => {
-                    let stream = self
-                        .transport
-                        .new_stream(peer)
+                    // Boxed: a connect's future (TLS, forward proxies) is over 8 KiB, which
+                    // inlined would be in every scrape's future, allocated and moved per
+                    // request, though most scrapes reuse a connection.
+                    let stream = Box::pin(self.transport.new_stream(peer))
                         .await
                         .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))?;
                     (stream, false)
