@@ -191,7 +191,7 @@ async fn exchange(
     deadline: ScrapeDeadline,
 ) -> Result<(), TryFailure> {
     // One timer for the request and the whole header, however slowly it trickles in.
-    let answer = tokio::time::timeout(deadline.remaining(), request_and_answer(exporter, reused));
+    let answer = tokio::time::timeout_at(deadline.until(), request_and_answer(exporter, reused));
     let mut header = tokio::select! {
         biased;
         answered = answer => match answered {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
@@ -305,11 +306,18 @@ pub(super) fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
 }
 
 /// The outcome of `write`, a write to the client, or a `WriteTimedout` error when the client
-/// took nothing within `limit` (no limit: as long as it takes).
+/// took nothing within `limit` (no limit: as long as it takes). The timer is armed only if the
+/// write cannot finish at once, which a scrape's writes mostly can: arming one reads the clock.
 async fn within<T>(
     limit: Option<Duration>,
     write: impl Future<Output = std::io::Result<T>>,
 ) -> Result<std::io::Result<T>> {
+    let mut write = std::pin::pin!(write);
+    // One poll with the task's own context: a write left pending has registered its waker.
+    if let Poll::Ready(done) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return Ok(done);
+    }
     let Some(limit) = limit else {
         return Ok(write.await);
     };
