@@ -15,11 +15,12 @@
 #   nginx, haproxy, wrk       the upstream, the proxies compared with, the load generator
 #   openssl                   the agent's certificates (benches/reverse.sh)
 #   valgrind                  callgrind, which counts instructions per scrape
+#   linux-perf                perf, which counts syscalls and wake-ups per scrape (benches/cost.sh)
 # and for scripts/run.sh's first run on a machine without an exporter (example):
 #   prometheus-node-exporter
 # and, from crates.io, for the test suite's dependency checks (test):
 #   cargo-deny, cargo-machete  licenses, bans and sources; unused dependencies
-# Usage: scripts/deps.sh [build|test|bench|callgrind|example]   (build: cmake only)
+# Usage: scripts/deps.sh [build|test|bench|callgrind|profile|example]   (build: cmake only)
 # Packages are installed with their services not started (policy-rc.d): the tests and run.sh
 # start their own instances where they need them.
 set -euo pipefail
@@ -30,9 +31,10 @@ case "${1:-test}" in
   test) want+=(prometheus prometheus-node-exporter prometheus-blackbox-exporter tinyproxy microsocks openssl curl haproxy chromium) ;;
   bench) want+=(nginx haproxy wrk openssl) ;;
   callgrind) want+=(nginx valgrind) ;;
+  profile) want+=(nginx haproxy wrk linux-perf) ;;
   example) want=(prometheus-node-exporter) ;;
   *)
-    echo "usage: scripts/deps.sh [build|test|bench|callgrind|example], not: $1" >&2
+    echo "usage: scripts/deps.sh [build|test|bench|callgrind|profile|example], not: $1" >&2
     exit 2
     ;;
 esac
@@ -54,8 +56,11 @@ fi
 
 missing=()
 for pkg in "${want[@]}"; do
-  # nginx and haproxy install to /usr/sbin, which is not on every user's PATH.
-  if ! command -v "$pkg" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$pkg" ]; then
+  # nginx and haproxy install to /usr/sbin, which is not on every user's PATH; linux-perf's
+  # command is perf.
+  command=$pkg
+  [ "$pkg" = linux-perf ] && command=perf
+  if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then
     missing+=("$pkg")
   fi
 done

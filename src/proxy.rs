@@ -6,11 +6,12 @@
 //!   listening `Service` and accept loop (with a `connection_filter`, `listener/gate.rs`), its
 //!   TLS `Acceptor`, its request authority check, its `TransportConnector` with `HttpPeer` and
 //!   `PeerOptions` (connect, TLS to the exporter, `custom_l4` for forward proxies), its header
-//!   types (`RequestHeader`, `ResponseHeader`); `BackgroundService` for reloads.
+//!   types (`RequestHeader`; `ResponseHeader` for the tunnel's own answers and an agent's
+//!   HTTP/2 streams); `BackgroundService` for reloads.
 //! - not used: pingora-core's HTTP/1 client and server sessions. The exporter's answer is read
 //!   by the tunnel's own client (`upstream/http1.rs`) on the stream Pingora's connector opened:
 //!   one read takes a whole gzip-compressed page where Pingora's took two, and the header is
-//!   parsed once into what the client is sent. The client's request is parsed, and the answer
+//!   parsed once and its own bytes sent on to the client (`http1/head.rs`), with no header map. The client's request is parsed, and the answer
 //!   written, by the tunnel's own exchange (`listener/exchange.rs`), by Pingora's rules: the
 //!   answer's header and body leave in one `writev` from where they lie, where Pingora's
 //!   session copied both into a buffer first. Why, and what each saved: those modules' docs.
