@@ -3,14 +3,16 @@
 and the wake-ups it causes, per scrape, side by side with HAProxy and nginx.
 
 Each proxy runs in front of the bench's nginx upstream across the veth link (benches/lab.py),
-one at a time, while wrk scrapes one page at 32 connections. From `/proc` come the proxy's user
+one at a time, while wrk scrapes one page at 32 connections (or
+`--connections`). From `/proc` come the proxy's user
 and kernel CPU per scrape; from `perf stat` on the proxy its system calls and context switches
 per scrape; from `perf stat -a` (the whole machine: wrk, the proxy, the upstream) the scheduler's
 wake-ups and the inter-processor interrupts per scrape, which is where a proxy that sends to
 peers that are asleep pays: the kernel charges waking the reader to the sender. Rounds alternate
 the proxies' order; each figure is the median of the rounds.
 
-Usage: benches/cost.sh [--page "59 KB page, gzip"] [--rounds N] [--duration SECONDS]
+Usage: benches/cost.sh [--page "59 KB page, gzip"] [--connections N] [--rounds N]
+       [--duration SECONDS] [--name cost.md]
 (benches/cost.sh installs nginx, haproxy, wrk and perf when missing and builds the tunnel.)
 Result: benches/results/cost.md.
 """
@@ -54,7 +56,8 @@ def counted(perf: subprocess.Popen) -> dict[str, float]:
     return counts
 
 
-def one_run(lab_: lab.Lab, proxy: str, spec: dict, seconds: int, system_events: list[str]) -> dict:
+def one_run(lab_: lab.Lab, proxy: str, spec: dict, connections: int, seconds: int,
+            system_events: list[str]) -> dict:
     """One wrk run against `proxy` with its counters; figures per scrape."""
     pid = lab_.children[proxy].pid
     pids = ",".join(str(p) for p in lab.family(pid))
@@ -77,13 +80,14 @@ def one_run(lab_: lab.Lab, proxy: str, spec: dict, seconds: int, system_events: 
         return user / ticks, kernel / ticks
 
     user0, kernel0 = user_kernel()
-    result = lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], 32, seconds)
+    result = lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], connections, seconds)
     user1, kernel1 = user_kernel()
     own_counts = counted(perf_own)
     all_counts = counted(perf_all) if perf_all else {}
     n = max(result["requests"], 1)
     figures = {
         "rps": result["rps"],
+        "p50_us": result["p50_us"],
         "user_us": (user1 - user0) / n * 1e6,
         "kernel_us": (kernel1 - kernel0) / n * 1e6,
         "errors": result["errors"],
@@ -102,7 +106,9 @@ def main() -> None:
     parser.add_argument("--page", choices=list(SCENARIOS), default="59 KB page, gzip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=4, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=lab.ROOT / "benches" / "results")
+    parser.add_argument("--name", default="cost.md", help="the result's file name in --out")
     args = parser.parse_args()
     if not lab.TUNNEL.exists():
         sys.exit("build the tunnel first: benches/cost.sh does")
@@ -124,7 +130,8 @@ def main() -> None:
                 lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], 32, 1)  # warm up
             for r in range(args.rounds):
                 for proxy in (PROXIES if r % 2 == 0 else list(reversed(PROXIES))):
-                    runs[proxy].append(one_run(lab_, proxy, spec, args.duration, system_events))
+                    runs[proxy].append(one_run(lab_, proxy, spec, args.connections, args.duration,
+                                               system_events))
                     print(f"round {r + 1}: {proxy}: {runs[proxy][-1]['rps']:.0f} req/s", flush=True)
         finally:
             lab_.stop()
@@ -134,19 +141,19 @@ def main() -> None:
     titles = {"user_us": "user CPU", "kernel_us": "kernel CPU"}
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {lab.machine_line(lab.machine())}; upstream: veth; "
-        f"{args.page}, 32 connections; {args.rounds} alternating rounds of {args.duration} s, medians; "
+        f"{args.page}, {args.connections} connection{'s' if args.connections != 1 else ''}; {args.rounds} alternating rounds of {args.duration} s, medians; "
         "one thread or worker per proxy. Per scrape: CPU in microseconds, the rest in counts "
         "(wake-ups and IPIs machine-wide).",
         "",
-        "| proxy | req/s | " + " | ".join(titles.get(c, c) for c in columns) + " |",
-        "|---|---|" + "---|" * len(columns),
+        "| proxy | req/s | p50 | " + " | ".join(titles.get(c, c) for c in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for proxy, m in median.items():
         cells = [f"{m['user_us']:.1f} us", f"{m['kernel_us']:.1f} us"]
         cells += [f"{m[c]:.2f}" for c in columns[2:]]
-        lines.append(f"| {proxy} | {m['rps']:,.0f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {proxy} | {m['rps']:,.0f} | {m['p50_us']:.0f} us | " + " | ".join(cells) + " |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cost.md").write_text("\n".join(lines) + "\n")
+    (args.out / args.name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if any(m["errors"] for m in median.values()):
         sys.exit("errors during the runs: the figures are not comparable")
