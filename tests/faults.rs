@@ -204,6 +204,34 @@ fn garbage_instead_of_http_is_502() {
 }
 
 #[test]
+fn a_reason_phrase_with_obs_text_goes_on_as_sent() {
+    // RFC 9112 allows bytes over 0x7F in a reason phrase; httparse hands such a phrase over as
+    // a constant empty string, and locating it in the read buffer from that pointer panicked:
+    // the scrape's task died, the client got no answer and the scrape was not counted.
+    let page = exporter_page(1000);
+    let exporter = Exporter::start(page.clone());
+    exporter.set_fault(Fault::ObsTextReason);
+    let tunnel = Tunnel::start(exporter.port, &[]);
+    let raw = raw_exchange(
+        tunnel.proxy_port,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200 Gr\xfc\xdfe\r\n"),
+        "{:?}\n{}",
+        String::from_utf8_lossy(&raw),
+        tunnel.log()
+    );
+    assert!(raw.ends_with(&page), "the page follows whole");
+    let m = tunnel.metrics_after(1);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "200")]),
+        1.0
+    );
+}
+
+#[test]
 fn slow_exporter_is_504_and_refused_is_502_each_logged_once() {
     let exporter = Exporter::start(exporter_page(10));
     exporter.set_delay(Duration::from_secs(3));

@@ -129,7 +129,8 @@ impl FieldSpan {
     }
 }
 
-/// Where `part`, a slice of `buf`, lies in it.
+/// Where `part`, a slice of `buf`, lies in it. Only for what httparse takes from the buffer (a
+/// method, a target, a field): its reason phrase may be a constant apart from it (`head.rs`).
 pub fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()

@@ -13,7 +13,7 @@ use http::{StatusCode, Version};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 
-use super::framing::{build_header, span, version, FieldSpan, Framing};
+use super::framing::{build_header, version, FieldSpan, Framing};
 
 /// A final answer's header from an exporter, as the client is to be sent it: the version is the
 /// tunnel's (HTTP/1.1), a `Content-Length` beside `Transfer-Encoding` is dropped, and a body
@@ -60,7 +60,7 @@ impl ExporterHead {
                 }
             };
         let framing = Framing::of(response.headers);
-        let reason = response.reason.map(|r| span(buf, r.as_bytes()));
+        let reason = reason_phrase(&buf[..length]);
         let spans = FieldSpan::all(buf, response.headers);
         // The header's few hundred bytes are copied out, rather than split off the read
         // buffer: a split would share that buffer with the header until it is sent, so a
@@ -185,5 +185,46 @@ impl ExporterHead {
             header.insert_header(TRANSFER_ENCODING, "chunked")?;
         }
         Ok(header)
+    }
+}
+
+/// Where the reason phrase of a status line httparse accepted lies in `header`: what follows
+/// `HTTP/1.x NNN ` up to the line's end. Read from the bytes, not from httparse's `reason`, which
+/// is a constant empty string when the phrase holds obs-text (bytes 0x80-0xFF, which RFC 9112
+/// allows there) and so lies in no buffer.
+fn reason_phrase(header: &[u8]) -> Option<Range<usize>> {
+    // "HTTP/1.1 200" is 12 bytes; then a space and the phrase, or the line's end.
+    const PHRASE_START: usize = 13;
+    let line_end = header.iter().position(|b| *b == b'\n')?;
+    let line = header[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&header[..line_end]);
+    (line.len() > PHRASE_START && line[PHRASE_START - 1] == b' ')
+        .then_some(PHRASE_START..line.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason phrase `raw`'s header is sent on with.
+    fn reason_of(raw: &[u8]) -> Vec<u8> {
+        let (head, _, length) = ExporterHead::parse(raw).expect("valid").expect("complete");
+        assert_eq!(length, raw.len());
+        head.reason().to_vec()
+    }
+
+    #[test]
+    fn a_reason_phrase_goes_on_as_sent_obs_text_and_all() {
+        // httparse gives a phrase with bytes over 0x7F as a constant "", outside the buffer:
+        // taking its place in the buffer from that pointer panicked.
+        assert_eq!(
+            reason_of(b"HTTP/1.1 200 Gr\xfc\xdfe\r\n\r\n"),
+            b"Gr\xfc\xdfe"
+        );
+        assert_eq!(reason_of(b"HTTP/1.1 200 All fine\r\n\r\n"), b"All fine");
+        assert_eq!(reason_of(b"HTTP/1.1 200 \r\n\r\n"), b"");
+        assert_eq!(reason_of(b"HTTP/1.1 200\r\n\r\n"), b"");
+        assert_eq!(reason_of(b"HTTP/1.0 404 Not Found\n\n"), b"Not Found");
     }
 }

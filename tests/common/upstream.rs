@@ -57,6 +57,9 @@ pub enum Fault {
     /// did not hold whole: 4 KiB chunks, one with an extension, then a trailer field, each
     /// piece in a write of its own.
     Chunked,
+    /// Answers with a reason phrase holding bytes over 0x7F (obs-text, which RFC 9112 allows),
+    /// as a server answering in Latin-1 does.
+    ObsTextReason,
 }
 
 struct State {
@@ -242,10 +245,15 @@ fn serve(stream: TcpStream, state: &State) {
             }
             _ => {}
         }
-        let head = format!(
+        let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
             state.page.len()
-        );
+        )
+        .into_bytes();
+        if fault == Fault::ObsTextReason {
+            // "X" becomes "Gr\xfc\xdfe" (Latin-1 for "Grüße").
+            head.splice(13..14, *b"Gr\xfc\xdfe");
+        }
         if fault == Fault::Chunked {
             let head = format!(
                 "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -272,7 +280,7 @@ fn serve(stream: TcpStream, state: &State) {
             continue;
         }
         if matches!(fault, Fault::CutMidBody | Fault::StallMidBody) {
-            let _ = writer.write_all(head.as_bytes());
+            let _ = writer.write_all(&head);
             let _ = writer.write_all(&state.page[..state.page.len() / 2]);
             let _ = writer.flush();
             let silence = if fault == Fault::StallMidBody {
@@ -284,7 +292,7 @@ fn serve(stream: TcpStream, state: &State) {
             return;
         }
         // One write per answer, so Nagle's algorithm never holds back the end of it.
-        let mut answer = head.into_bytes();
+        let mut answer = head;
         if method != "HEAD" {
             answer.extend_from_slice(&state.page);
         }
