@@ -23,6 +23,7 @@ pub mod exchange;
 pub mod gate;
 pub mod header;
 pub mod headers;
+pub mod last_request;
 pub mod request;
 pub mod respond;
 pub mod scrape_client;
@@ -46,6 +47,7 @@ use client_stream::ClientStream;
 pub use exchange::ClientExchange;
 use gate::{ConnectionGate, ConnectionSlot};
 use header::HeaderFailure;
+use last_request::LastRequest;
 
 /// What the proxy port does with the requests the listener reads.
 #[async_trait]
@@ -184,6 +186,7 @@ impl<H: RequestHandler> ProxyPort<H> {
         mut shutdown: ShutdownWatch,
     ) {
         let mut carried: Option<BytesMut> = None;
+        let mut last = LastRequest::default();
         let mut first = true;
         // The connection's one timer for its waits between requests (see `first_bytes`).
         let idle = tokio::time::sleep_until(first_deadline);
@@ -228,7 +231,8 @@ impl<H: RequestHandler> ProxyPort<H> {
             first = false;
             // 4. The request, in a future of its own: allocated while it is served, so that an
             // idle connection does not carry the state of a request in flight.
-            let served = Box::pin(self.serve_request(stream, bytes, deadline, &shutdown)).await;
+            let served =
+                Box::pin(self.serve_request(stream, bytes, deadline, &shutdown, &mut last)).await;
             match served {
                 // 5. On to the next request, if the connection may carry one.
                 Some((next, pipelined)) => (stream, carried) = (next, pipelined),
@@ -237,14 +241,15 @@ impl<H: RequestHandler> ProxyPort<H> {
         }
     }
 
-    /// Reads, parses and answers one request whose first `bytes` arrived; returns the
-    /// connection and any pipelined bytes if it may carry another request.
+    /// Reads, parses (or takes from `last`) and answers one request whose first `bytes`
+    /// arrived; returns the connection and any pipelined bytes if it may carry another request.
     async fn serve_request(
         &self,
         mut stream: Stream,
         bytes: BytesMut,
         deadline: tokio::time::Instant,
         shutdown: &ShutdownWatch,
+        last: &mut LastRequest,
     ) -> Option<(Stream, Option<BytesMut>)> {
         let header = match header::rest_of_header(&mut stream, bytes, deadline).await {
             Ok(header) => header,
@@ -255,7 +260,7 @@ impl<H: RequestHandler> ProxyPort<H> {
             }
         };
         let started = Instant::now();
-        let mut session = match ClientExchange::new(stream, header) {
+        let mut session = match ClientExchange::new(stream, header, last) {
             Ok(session) => session,
             Err((mut client, e)) => {
                 self.handler
@@ -269,7 +274,7 @@ impl<H: RequestHandler> ProxyPort<H> {
         if *shutdown.borrow() {
             session.close_after_answer();
         }
-        session.into_reusable().await
+        session.into_reusable(last).await
     }
 
     /// Counts and answers a request whose header did not arrive whole.

@@ -26,7 +26,8 @@ use tokio::io::AsyncReadExt;
 mod answer;
 
 use super::header::MAX_REQUEST_HEADER_BYTES;
-use super::request::{self, ParsedRequest};
+use super::last_request::LastRequest;
+use super::request::ParsedRequest;
 use crate::http1::body::{BodyReader, BodyState};
 use crate::http1::Sender;
 
@@ -74,14 +75,19 @@ pub struct ClientExchange {
 
 impl ClientExchange {
     /// The request whose header `bytes` holds whole (and maybe what followed it), read from
-    /// `stream`; or, when the header is refused, the stream back with why.
-    pub fn new(stream: Stream, bytes: BytesMut) -> std::result::Result<Self, (Stream, Box<Error>)> {
+    /// `stream`; or, when the header is refused, the stream back with why. The header is
+    /// `last`'s again when it is the same bytes.
+    pub fn new(
+        stream: Stream,
+        bytes: BytesMut,
+        last: &mut LastRequest,
+    ) -> std::result::Result<Self, (Stream, Box<Error>)> {
         let ParsedRequest {
             header,
             body,
             keep_alive,
             rest,
-        } = match request::parse(bytes) {
+        } = match last.parse(bytes) {
             Ok(parsed) => parsed,
             Err(e) => return Err((stream, e)),
         };
@@ -207,7 +213,11 @@ impl ClientExchange {
     /// The connection and the bytes read past this request, if it may carry another: both
     /// ends keep it, the request's body was read whole before the answer (which then says
     /// `Connection: close` otherwise), and the answer went out whole. Otherwise it is closed.
-    pub async fn into_reusable(mut self) -> Option<(Stream, Option<BytesMut>)> {
+    /// The request's header goes back to `last`, for a next request of the same bytes.
+    pub async fn into_reusable(
+        mut self,
+        last: &mut LastRequest,
+    ) -> Option<(Stream, Option<BytesMut>)> {
         let reusable = self.keep_alive && self.answer_body == AnswerBody::Done;
         if !reusable {
             // An answer cut short still gets the header it was given (the client then sees a
@@ -221,6 +231,7 @@ impl ClientExchange {
             return None;
         }
         self.body.settle();
+        last.give_back(self.request);
         let rest = std::mem::take(&mut self.body.buf);
         Some((self.stream, (!rest.is_empty()).then_some(rest)))
     }

@@ -64,6 +64,10 @@ pub async fn first_bytes<S: AsyncRead + Unpin>(
     };
     match read {
         Ok(0) | Err(_) => Err(HeaderFailure::Closed),
+        // A header that came whole gets a buffer of its size, which its parsed fields then share
+        // (`last_request.rs` keeps them while the connection idles); one still arriving, room
+        // to grow.
+        Ok(n) if header_end(&first[..n], 0).is_some() => Ok(BytesMut::from(&first[..n])),
         Ok(n) => {
             let mut buf = BytesMut::with_capacity(HEADER_BUFFER_BYTES.max(n));
             buf.extend_from_slice(&first[..n]);

@@ -12,6 +12,7 @@ use super::answer::chunk_size_line;
 use super::*;
 use crate::http1::head::ExporterHead;
 use crate::listener::client_stream::ClientStream;
+use crate::listener::last_request::LastRequest;
 use crate::test_support::runtime;
 
 /// The tunnel's end of a fresh connection (as the listener wraps it) and the client's end.
@@ -30,9 +31,13 @@ async fn connection() -> (Stream, TcpStream) {
 /// `header.rs` hands the bytes on), and the client's end.
 async fn exchange(request: &str) -> (ClientExchange, TcpStream) {
     let (stream, client) = connection().await;
-    let exchange = ClientExchange::new(stream, BytesMut::from(request.as_bytes()))
-        .map_err(|(_, e)| e)
-        .expect("a valid request");
+    let exchange = ClientExchange::new(
+        stream,
+        BytesMut::from(request.as_bytes()),
+        &mut LastRequest::default(),
+    )
+    .map_err(|(_, e)| e)
+    .expect("a valid request");
     (exchange, client)
 }
 
@@ -102,7 +107,7 @@ fn an_answer_with_a_length_goes_out_whole_and_the_connection_carries_the_next_re
         exchange.write_body(b"456789 and more").await.expect("body");
         exchange.finish_body().await.expect("finish");
         assert_eq!(exchange.body_bytes_sent(), 10, "cut at its length");
-        let (_, pipelined) = exchange.into_reusable().await.expect("kept");
+        let (_, pipelined) = exchange.into_reusable(&mut LastRequest::default()).await.expect("kept");
         assert_eq!(
             pipelined.as_deref(),
             Some(&b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"[..])
@@ -125,7 +130,13 @@ fn a_length_the_exporter_repeated_in_agreement_frames_the_answer() {
         exchange.write_body(b"bodyextra").await.expect("body");
         exchange.finish_body().await.expect("finish");
         assert_eq!(exchange.body_bytes_sent(), 4);
-        assert!(exchange.into_reusable().await.is_some(), "kept");
+        assert!(
+            exchange
+                .into_reusable(&mut LastRequest::default())
+                .await
+                .is_some(),
+            "kept"
+        );
         let got = String::from_utf8_lossy(&{
             let mut got = vec![0u8; 512];
             let n = client.read(&mut got).await.expect("read");
@@ -150,7 +161,10 @@ fn a_bodiless_answer_leaves_with_its_header_and_a_date() {
             exchange.write_body(b"body").await.expect("ignored");
             exchange.finish_body().await.expect("finish");
             assert_eq!(exchange.body_bytes_sent(), 0);
-            assert!(exchange.into_reusable().await.is_some());
+            assert!(exchange
+                .into_reusable(&mut LastRequest::default())
+                .await
+                .is_some());
             let mut got = vec![0u8; 512];
             let n = client.read(&mut got).await.expect("read");
             let got = String::from_utf8_lossy(&got[..n]);
@@ -191,7 +205,13 @@ fn an_answer_without_a_length_ends_with_the_connection() {
             .expect("header");
         exchange.write_body(b"until close").await.expect("body");
         exchange.finish_body().await.expect("finish");
-        assert!(exchange.into_reusable().await.is_none(), "closed");
+        assert!(
+            exchange
+                .into_reusable(&mut LastRequest::default())
+                .await
+                .is_none(),
+            "closed"
+        );
         let got = received_until_close(&mut client).await;
         assert!(
             got.contains("Connection: close\r\n\r\nuntil close"),
@@ -218,7 +238,7 @@ fn an_exporters_header_goes_on_as_sent_but_for_its_connection_fields() {
             assert_eq!(exchange.answer_status(), Some(http::StatusCode::NON_AUTHORITATIVE_INFORMATION));
             exchange.write_body(b"abc").await.expect("body");
             exchange.finish_body().await.expect("finish");
-            assert!(exchange.into_reusable().await.is_some(), "kept: the body is chunked");
+            assert!(exchange.into_reusable(&mut LastRequest::default()).await.is_some(), "kept: the body is chunked");
             let expected = "HTTP/1.1 203 Fine By Me\r\nx-ONE: a\r\nX-Folded: first\r\n second\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
             assert_eq!(received(&mut client, expected.len()).await, expected);
         }
@@ -249,7 +269,10 @@ fn a_body_shorter_than_its_length_is_an_error_and_the_connection_closes() {
         exchange.write_body(b"short").await.expect("body");
         let e = exchange.finish_body().await.expect_err("short");
         assert!(format!("{e}").contains("5 bytes"), "{e}");
-        assert!(exchange.into_reusable().await.is_none());
+        assert!(exchange
+            .into_reusable(&mut LastRequest::default())
+            .await
+            .is_none());
     });
 }
 
@@ -267,7 +290,13 @@ fn an_http_1_0_client_or_one_that_says_close_gets_its_connection_closed() {
                 .expect("header");
             exchange.write_body(b"ok").await.expect("body");
             exchange.finish_body().await.expect("finish");
-            assert!(exchange.into_reusable().await.is_none(), "{request}");
+            assert!(
+                exchange
+                    .into_reusable(&mut LastRequest::default())
+                    .await
+                    .is_none(),
+                "{request}"
+            );
             let got = received_until_close(&mut client).await;
             assert!(got.ends_with("Connection: close\r\n\r\nok"), "{got}");
         }
@@ -281,6 +310,7 @@ fn a_request_body_trickling_in_chunked_is_read_whole_and_what_follows_is_kept() 
         let mut exchange = ClientExchange::new(
             stream,
             BytesMut::from(&b"POST /push HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"[..]),
+            &mut LastRequest::default(),
         )
         .map_err(|(_, e)| e)
         .expect("valid");
@@ -305,7 +335,7 @@ fn a_request_body_trickling_in_chunked_is_read_whole_and_what_follows_is_kept() 
             .await
             .expect("header");
         exchange.finish_body().await.expect("finish");
-        let (_, rest) = exchange.into_reusable().await.expect("kept");
+        let (_, rest) = exchange.into_reusable(&mut LastRequest::default()).await.expect("kept");
         // The pipelined request may still be on its way; what came is kept in order.
         let rest = rest.unwrap_or_default();
         assert!(b"GET /next".starts_with(&rest), "{rest:?}");
