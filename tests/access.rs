@@ -3,11 +3,14 @@
 
 mod common;
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::Duration;
 
 use common::pki::Pki;
 use common::upstream::Exporter;
-use common::{agent, exporter_page, get, request, require_tool, write_file, Tunnel};
+use common::{agent, answer_on, exporter_page, get, request, require_tool, write_file, Tunnel};
 
 #[test]
 fn client_cidrs_outside_the_list_get_403() {
@@ -88,6 +91,51 @@ fn client_bearer_token_is_required_and_not_forwarded() {
     assert!(
         !tunnel.log().contains("tunnel-secret"),
         "the token reached the log"
+    );
+}
+
+#[test]
+fn every_request_on_a_kept_alive_connection_is_checked_repeated_or_not() {
+    // A connection's last request header is used again when the next request is the same
+    // bytes (src/listener/last_request.rs): the checks must still run on each.
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_file(dir.path(), "client-token", "tunnel-secret\n");
+    let exporter = Exporter::start(exporter_page(100));
+    let tunnel = Tunnel::start(
+        exporter.port,
+        &[("CLIENT_BEARER_TOKEN_FILE", token.to_str().unwrap())],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let scrape = |token: &str| {
+        format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let mut statuses = Vec::new();
+    for token in [
+        "wrong",
+        "wrong",
+        "tunnel-secret",
+        "tunnel-secret",
+        "wrong",
+        "tunnel-secret",
+    ] {
+        stream
+            .write_all(scrape(token).as_bytes())
+            .expect("send on the kept connection");
+        statuses.push(answer_on(&mut stream).0);
+    }
+    assert_eq!(statuses, [401, 401, 200, 200, 401, 200]);
+    assert_eq!(
+        exporter.seen().len(),
+        3,
+        "only the right ones were forwarded"
+    );
+    let m = tunnel.metrics_after(6);
+    assert_eq!(
+        m.value("proxy_response_status_total", &[("status", "401")]),
+        3.0
     );
 }
 

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::upstream::Exporter;
-use common::{agent, exporter_page, get, raw_exchange, raw_status, request, Tunnel};
+use common::{agent, answer_on, exporter_page, get, raw_exchange, raw_status, request, Tunnel};
 
 /// A normal scrape must still be answered, in full, within a second.
 fn still_answers(tunnel: &Tunnel, page: &[u8]) {
@@ -224,26 +224,6 @@ fn the_tunnel_is_not_an_open_proxy() {
         seen[1].target, "/internal?x=1",
         "the absolute URI is reduced to its path"
     );
-}
-
-/// One answer read from a kept-alive connection: its status and body (by `Content-Length`).
-fn answer_on(stream: &mut TcpStream) -> (u16, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = std::io::Read::read(stream, &mut byte).expect("read the header");
-        assert_eq!(n, 1, "closed mid-header: {}", String::from_utf8_lossy(&got));
-        got.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a Content-Length");
-    let mut body = vec![0u8; length];
-    std::io::Read::read_exact(stream, &mut body).expect("read the body");
-    (raw_status(&got).expect("a status"), body)
 }
 
 #[test]
