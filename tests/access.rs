@@ -39,8 +39,9 @@ fn client_cidrs_outside_the_list_get_403() {
     assert_eq!(exporter.seen().len(), 1);
 }
 
-#[test]
-fn client_bearer_token_is_required_and_not_forwarded() {
+/// An exporter, and a tunnel in front of it that asks clients for the bearer token
+/// `tunnel-secret` (its file in the directory returned).
+fn bearer_tunnel() -> (tempfile::TempDir, Exporter, Tunnel) {
     let dir = tempfile::tempdir().unwrap();
     let token = write_file(dir.path(), "client-token", "tunnel-secret\n");
     let exporter = Exporter::start(exporter_page(100));
@@ -48,6 +49,12 @@ fn client_bearer_token_is_required_and_not_forwarded() {
         exporter.port,
         &[("CLIENT_BEARER_TOKEN_FILE", token.to_str().unwrap())],
     );
+    (dir, exporter, tunnel)
+}
+
+#[test]
+fn client_bearer_token_is_required_and_not_forwarded() {
+    let (_dir, exporter, tunnel) = bearer_tunnel();
     let client = agent();
 
     let missing = request(&client, "GET", &tunnel.url("/metrics"), &[]);
@@ -98,13 +105,7 @@ fn client_bearer_token_is_required_and_not_forwarded() {
 fn every_request_on_a_kept_alive_connection_is_checked_repeated_or_not() {
     // A connection's last request header is used again when the next request is the same
     // bytes (src/listener/last_request.rs): the checks must still run on each.
-    let dir = tempfile::tempdir().unwrap();
-    let token = write_file(dir.path(), "client-token", "tunnel-secret\n");
-    let exporter = Exporter::start(exporter_page(100));
-    let tunnel = Tunnel::start(
-        exporter.port,
-        &[("CLIENT_BEARER_TOKEN_FILE", token.to_str().unwrap())],
-    );
+    let (_dir, exporter, tunnel) = bearer_tunnel();
     let mut stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
