@@ -27,7 +27,6 @@ pub struct ExporterHead {
     reason: Option<Range<usize>>,
     fields: Vec<FieldSpan>,
     framing: Framing,
-    has_date: bool,
     chunked_for_client: bool,
 }
 
@@ -94,16 +93,12 @@ impl ExporterHead {
             )
             .into_up()
         })?;
-        let has_date = fields
-            .iter()
-            .any(|f| raw[f.name.clone()].eq_ignore_ascii_case(DATE.as_str().as_bytes()));
         Ok(ExporterHead {
             raw,
             status,
             reason,
             fields,
             framing,
-            has_date,
             chunked_for_client: false,
         })
     }
@@ -120,7 +115,9 @@ impl ExporterHead {
 
     /// Whether the exporter sent a `Date`.
     pub fn has_date(&self) -> bool {
-        self.has_date
+        self.fields
+            .iter()
+            .any(|f| self.raw[f.name.clone()].eq_ignore_ascii_case(DATE.as_str().as_bytes()))
     }
 
     /// Has the client sent the body chunked, where the exporter's ends with its connection and
@@ -174,13 +171,13 @@ impl ExporterHead {
     pub fn to_response_header(&self) -> Result<Box<ResponseHeader>> {
         let mut header = build_header(
             self.status.as_u16(),
+            // HTTP/1.1: the version of an answer is its sender's.
             Some(1),
             self.reason.clone(),
             &self.raw,
             &self.fields,
             self.framing.transfer_encoding,
         )?;
-        header.set_version(Version::HTTP_11);
         if self.chunked_for_client {
             header.insert_header(TRANSFER_ENCODING, "chunked")?;
         }

@@ -21,9 +21,6 @@ pub const MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 /// Bytes read into the stack while waiting for a request; a scrape's header fits.
 const FIRST_READ_BYTES: usize = 1024;
 
-/// Capacity of a header buffer once bytes arrived (Pingora's own initial size).
-const HEADER_BUFFER_BYTES: usize = 4096;
-
 /// Headers the early syntax check makes room for (Pingora's limit).
 const MAX_HEADERS: usize = 256;
 
@@ -64,15 +61,10 @@ pub async fn first_bytes<S: AsyncRead + Unpin>(
     };
     match read {
         Ok(0) | Err(_) => Err(HeaderFailure::Closed),
-        // A header that came whole gets a buffer of its size, which its parsed fields then share
-        // (`last_request.rs` keeps them while the connection idles); one still arriving, room
-        // to grow.
-        Ok(n) if header_end(&first[..n], 0).is_some() => Ok(BytesMut::from(&first[..n])),
-        Ok(n) => {
-            let mut buf = BytesMut::with_capacity(HEADER_BUFFER_BYTES.max(n));
-            buf.extend_from_slice(&first[..n]);
-            Ok(buf)
-        }
+        // A buffer of the bytes' size: a header that came whole is parsed from it and its fields
+        // share it (`last_request.rs` keeps them while the connection idles); one still
+        // arriving grows it in `rest_of_header`.
+        Ok(n) => Ok(BytesMut::from(&first[..n])),
     }
 }
 

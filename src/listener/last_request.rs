@@ -21,10 +21,9 @@ const MOST_BYTES_KEPT: usize = 2 * 1024;
 pub struct LastRequest {
     /// The header's bytes as the client sent them.
     sent: Bytes,
-    /// What they parsed to: taken while a request is served, given back after it.
+    /// What they parsed to: taken while a request is served, given back after it. Only a
+    /// request that keeps the connection is kept, so its keep-alive needs no record.
     header: Option<Box<RequestHeader>>,
-    /// Whether the client keeps the connection after such a request.
-    keep_alive: bool,
 }
 
 impl LastRequest {
@@ -43,7 +42,7 @@ impl LastRequest {
                 return Ok(ParsedRequest {
                     header,
                     body: BodyState::Done,
-                    keep_alive: self.keep_alive,
+                    keep_alive: true,
                     rest,
                 });
             }
@@ -56,7 +55,6 @@ impl LastRequest {
             if parsed.body == BodyState::Done && parsed.keep_alive {
                 sent.truncate(sent.len() - parsed.rest.len());
                 self.sent = sent;
-                self.keep_alive = parsed.keep_alive;
             }
         }
         Ok(parsed)
