@@ -238,10 +238,10 @@ impl ServeHttp for AdminApp {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => match readiness::not_listening(&self.traffic_ports) {
                 None => text(StatusCode::OK, "ready\n"),
-                Some(port) => {
-                    let why = format!("not ready: the {port} does not listen (yet)\n");
-                    build(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", why.into_bytes(), false)
-                }
+                Some(port) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: the {port} does not listen (yet)\n"),
+                ),
             },
             "/version" => version(),
             "/targets" => self.targets(req.headers.get(http::header::HOST)),
@@ -254,13 +254,8 @@ impl ServeHttp for AdminApp {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Vec<u8>> {
-    build(
-        status,
-        "text/plain; charset=utf-8",
-        body.as_bytes().to_vec(),
-        false,
-    )
+fn text(status: StatusCode, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
+    build(status, "text/plain; charset=utf-8", body.into(), false)
 }
 
 fn build(status: StatusCode, content_type: &str, body: Vec<u8>, gzip: bool) -> Response<Vec<u8>> {

@@ -18,7 +18,7 @@ pub(super) fn not_listening(ports: &[(&'static str, SocketAddr)]) -> Option<&'st
 ///
 /// Pingora reports a listening service as started before it binds its listeners, and a bind
 /// failure there ends only that service's thread, so neither the order of start-up nor this
-/// port answering proves the proxy port listens. One `bind` per probe does.
+/// port answering proves the port listens. One `bind` per probe does.
 fn is_listening(addr: SocketAddr) -> bool {
     match TcpListener::bind(addr) {
         // Free: nothing listens there; the probe's own socket closes at once.

@@ -52,6 +52,12 @@ fn answer(status: u16, fields: &[(&str, &str)]) -> Box<ResponseHeader> {
     header
 }
 
+/// The connection and any pipelined bytes, if `exchange` leaves it reusable; the request's
+/// header is not kept for a next one.
+async fn reusable(exchange: ClientExchange) -> Option<(Stream, Option<BytesMut>)> {
+    exchange.into_reusable(&mut LastRequest::default()).await
+}
+
 /// An exporter's answer header with `fields`, parsed from its bytes as the exporter's side
 /// parses it.
 fn exporter_head(status: u16, fields: &[(&str, &str)]) -> ExporterHead {
@@ -107,7 +113,7 @@ fn an_answer_with_a_length_goes_out_whole_and_the_connection_carries_the_next_re
         exchange.write_body(b"456789 and more").await.expect("body");
         exchange.finish_body().await.expect("finish");
         assert_eq!(exchange.body_bytes_sent(), 10, "cut at its length");
-        let (_, pipelined) = exchange.into_reusable(&mut LastRequest::default()).await.expect("kept");
+        let (_, pipelined) = reusable(exchange).await.expect("kept");
         assert_eq!(
             pipelined.as_deref(),
             Some(&b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n"[..])
@@ -130,13 +136,7 @@ fn a_length_the_exporter_repeated_in_agreement_frames_the_answer() {
         exchange.write_body(b"bodyextra").await.expect("body");
         exchange.finish_body().await.expect("finish");
         assert_eq!(exchange.body_bytes_sent(), 4);
-        assert!(
-            exchange
-                .into_reusable(&mut LastRequest::default())
-                .await
-                .is_some(),
-            "kept"
-        );
+        assert!(reusable(exchange).await.is_some(), "kept");
         let got = String::from_utf8_lossy(&{
             let mut got = vec![0u8; 512];
             let n = client.read(&mut got).await.expect("read");
@@ -161,10 +161,7 @@ fn a_bodiless_answer_leaves_with_its_header_and_a_date() {
             exchange.write_body(b"body").await.expect("ignored");
             exchange.finish_body().await.expect("finish");
             assert_eq!(exchange.body_bytes_sent(), 0);
-            assert!(exchange
-                .into_reusable(&mut LastRequest::default())
-                .await
-                .is_some());
+            assert!(reusable(exchange).await.is_some());
             let mut got = vec![0u8; 512];
             let n = client.read(&mut got).await.expect("read");
             let got = String::from_utf8_lossy(&got[..n]);
@@ -205,13 +202,7 @@ fn an_answer_without_a_length_ends_with_the_connection() {
             .expect("header");
         exchange.write_body(b"until close").await.expect("body");
         exchange.finish_body().await.expect("finish");
-        assert!(
-            exchange
-                .into_reusable(&mut LastRequest::default())
-                .await
-                .is_none(),
-            "closed"
-        );
+        assert!(reusable(exchange).await.is_none(), "closed");
         let got = received_until_close(&mut client).await;
         assert!(
             got.contains("Connection: close\r\n\r\nuntil close"),
@@ -238,7 +229,7 @@ fn an_exporters_header_goes_on_as_sent_but_for_its_connection_fields() {
             assert_eq!(exchange.answer_status(), Some(http::StatusCode::NON_AUTHORITATIVE_INFORMATION));
             exchange.write_body(b"abc").await.expect("body");
             exchange.finish_body().await.expect("finish");
-            assert!(exchange.into_reusable(&mut LastRequest::default()).await.is_some(), "kept: the body is chunked");
+            assert!(reusable(exchange).await.is_some(), "kept: the body is chunked");
             let expected = "HTTP/1.1 203 Fine By Me\r\nx-ONE: a\r\nX-Folded: first\r\n second\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
             assert_eq!(received(&mut client, expected.len()).await, expected);
         }
@@ -269,10 +260,7 @@ fn a_body_shorter_than_its_length_is_an_error_and_the_connection_closes() {
         exchange.write_body(b"short").await.expect("body");
         let e = exchange.finish_body().await.expect_err("short");
         assert!(format!("{e}").contains("5 bytes"), "{e}");
-        assert!(exchange
-            .into_reusable(&mut LastRequest::default())
-            .await
-            .is_none());
+        assert!(reusable(exchange).await.is_none());
     });
 }
 
@@ -290,13 +278,7 @@ fn an_http_1_0_client_or_one_that_says_close_gets_its_connection_closed() {
                 .expect("header");
             exchange.write_body(b"ok").await.expect("body");
             exchange.finish_body().await.expect("finish");
-            assert!(
-                exchange
-                    .into_reusable(&mut LastRequest::default())
-                    .await
-                    .is_none(),
-                "{request}"
-            );
+            assert!(reusable(exchange).await.is_none(), "{request}");
             let got = received_until_close(&mut client).await;
             assert!(got.ends_with("Connection: close\r\n\r\nok"), "{got}");
         }
@@ -335,7 +317,7 @@ fn a_request_body_trickling_in_chunked_is_read_whole_and_what_follows_is_kept() 
             .await
             .expect("header");
         exchange.finish_body().await.expect("finish");
-        let (_, rest) = exchange.into_reusable(&mut LastRequest::default()).await.expect("kept");
+        let (_, rest) = reusable(exchange).await.expect("kept");
         // The pipelined request may still be on its way; what came is kept in order.
         let rest = rest.unwrap_or_default();
         assert!(b"GET /next".starts_with(&rest), "{rest:?}");
