@@ -13,19 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::pki::Pki;
 use common::upstream::Exporter;
-use common::{agent, exporter_page, raw_exchange, raw_status, request, Metrics, Tunnel};
-
-/// Polls the tunnel's metrics until `done` holds for them, for up to `limit`; returns the last.
-fn metrics_until(tunnel: &Tunnel, limit: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
-    let start = Instant::now();
-    loop {
-        let m = tunnel.metrics();
-        if done(&m) || start.elapsed() > limit {
-            return m;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{agent, exporter_page, raw_exchange, raw_status, request, Tunnel};
 
 /// An exporter that reads a request and never answers; it reports, per connection, how long
 /// after the request the tunnel closed the connection (or `None` if it held it for 5 s).
@@ -92,7 +80,7 @@ fn a_client_that_hangs_up_ends_the_exporter_exchange_at_once() {
         closed < Duration::from_secs(2),
         "freed only after {closed:?}"
     );
-    let m = metrics_until(&tunnel, Duration::from_secs(5), |m| {
+    let m = tunnel.metrics_once(Duration::from_secs(5), |m| {
         m.value("proxy_total_requests", &[]) >= 1.0
     });
     assert_eq!(
@@ -115,12 +103,12 @@ fn a_client_that_hangs_up_ends_the_exporter_exchange_at_once() {
             c
         })
         .collect();
-    let m = metrics_until(&tunnel, Duration::from_secs(5), |m| {
+    let m = tunnel.metrics_once(Duration::from_secs(5), |m| {
         m.value("proxy_in_flight_requests", &[]) >= 200.0
     });
     assert_eq!(m.value("proxy_in_flight_requests", &[]), 200.0);
     drop(clients);
-    let m = metrics_until(&tunnel, Duration::from_secs(5), |m| {
+    let m = tunnel.metrics_once(Duration::from_secs(5), |m| {
         m.value("proxy_total_requests", &[]) >= 201.0
     });
     assert_eq!(
@@ -360,7 +348,7 @@ fn tls_handshakes_count_against_the_limits_and_the_header_deadline() {
             s
         })
         .collect();
-    let m = metrics_until(&tunnel, Duration::from_secs(3), |m| {
+    let m = tunnel.metrics_once(Duration::from_secs(3), |m| {
         m.value("proxy_connections_rejected_total", &[("reason", "limit")]) >= 200.0
     });
     assert_eq!(m.value("proxy_open_connections", &[]), 100.0);
@@ -369,7 +357,7 @@ fn tls_handshakes_count_against_the_limits_and_the_header_deadline() {
         200.0
     );
     // Within the header deadline of their accept, the 100 are closed too.
-    let m = metrics_until(&tunnel, Duration::from_secs(5), |m| {
+    let m = tunnel.metrics_once(Duration::from_secs(5), |m| {
         m.value("proxy_open_connections", &[]) == 0.0
     });
     assert_eq!(m.value("proxy_open_connections", &[]), 0.0);

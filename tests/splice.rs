@@ -78,7 +78,9 @@ fn a_client_that_hangs_up_mid_splice_is_counted_at_once_and_frees_the_exporter()
     drop(reader);
     let left = Instant::now();
     drop(stream);
-    let m = wait_for_requests(&tunnel, Duration::from_secs(5));
+    let m = tunnel.metrics_once(Duration::from_secs(5), |m| {
+        m.value("proxy_total_requests", &[]) >= 1.0
+    });
     assert!(
         left.elapsed() < Duration::from_secs(5),
         "counted only after {:?}",
@@ -105,7 +107,7 @@ fn a_client_that_stops_reading_mid_splice_is_cut_at_the_deadline() {
     reader.read_line(&mut status).expect("status line");
     assert!(status.contains(" 200 "), "{status}");
     // Reads nothing more, and stays connected.
-    let m = wait_for_requests(&tunnel, Duration::from_secs(15));
+    let m = tunnel.metrics_after(1);
     let took = asked.elapsed();
     assert!(
         took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
@@ -169,16 +171,4 @@ fn a_tls_client_gets_a_large_page_copied_whole() {
     );
     tunnel.metrics_after(2);
     assert!(!tunnel.log().contains("spliced"), "{}", tunnel.log());
-}
-
-/// Waits up to `limit` for one request to be counted; the metrics then.
-fn wait_for_requests(tunnel: &Tunnel, limit: Duration) -> common::Metrics {
-    let start = Instant::now();
-    loop {
-        let m = tunnel.metrics();
-        if m.value("proxy_total_requests", &[]) >= 1.0 || start.elapsed() > limit {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -229,19 +229,28 @@ impl Tunnel {
     /// the count; this waits up to 15 s for it (a fresh-clone CI run on a machine also busy
     /// building saw the last of 20,000 requests still uncounted after 5 s), then returns anyway
     /// for the caller's exact assertions to fail with the values seen.
-    ///
-    /// Once the count is seen, `/metrics` is read once more: one read gathers the families in
-    /// name order, `proxy_response_status_total` before `proxy_total_requests`, so it can see a
-    /// request counted but not yet its status (seen once in CI); a read that starts after the
-    /// count was seen sees everything recorded before it.
     pub fn metrics_after(&self, requests: u64) -> Metrics {
+        self.metrics_once(Duration::from_secs(15), |m| {
+            m.value("proxy_total_requests", &[]) >= requests as f64
+        })
+    }
+
+    /// The tunnel's `/metrics` once `done` holds of them, waiting up to `limit`; after that, the
+    /// last read, for the caller's assertions to fail with the values seen.
+    ///
+    /// Once `done` holds, `/metrics` is read once more: one read gathers the families in name
+    /// order, `proxy_in_flight_requests` and `proxy_response_status_total` before
+    /// `proxy_total_requests`, so it can see a request counted but not yet its status (seen
+    /// twice in CI); a read that starts after the count was seen sees everything recorded
+    /// before it.
+    pub fn metrics_once(&self, limit: Duration, done: impl Fn(&Metrics) -> bool) -> Metrics {
         let start = Instant::now();
         loop {
             let m = self.metrics();
-            if m.value("proxy_total_requests", &[]) >= requests as f64 {
+            if done(&m) {
                 return self.metrics();
             }
-            if start.elapsed() > Duration::from_secs(15) {
+            if start.elapsed() > limit {
                 return m;
             }
             std::thread::sleep(Duration::from_millis(20));
