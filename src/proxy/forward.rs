@@ -205,6 +205,7 @@ async fn exchange(
     if exporter.body_until_close() {
         header.chunk_body();
     }
+    answers_leave_together().await;
     // A client that does not read is given no more time than the exporter.
     session.set_write_timeout(Some(deadline.remaining()));
     session
@@ -260,6 +261,21 @@ async fn exchange(
         .await
         .map(drop)
         .map_err(|e| TryFailure::Fail(e.into_down()))
+}
+
+/// Lets every scrape whose answer arrived in the same pass of the runtime read it before any
+/// is written on, when other scrapes are in flight: the answers then leave back to back, and a
+/// client that was asleep is woken once for all of them rather than once for each, as
+/// HAProxy's loop does by running its streams after all reads. Measured across the veth link
+/// (benches/README.md, "Answers that leave together"): on the gzip page at 32 connections the
+/// tunnel woke the client 0.215 times per scrape against HAProxy's 0.095, and 0.090 with this.
+/// Alone, a scrape skips it: the yield would cost a poll of the runtime for nothing.
+async fn answers_leave_together() {
+    if METRICS.in_flight.get() > 1 {
+        // tokio runs a yielded task again only after it has polled for I/O once more, so this
+        // also takes in what arrived meanwhile.
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The rest of the body, `left` bytes, spliced from the exporter's socket `from` to the
