@@ -267,13 +267,14 @@ async fn exchange(
 /// is written on, when other scrapes are in flight: the answers then leave back to back, and a
 /// client that was asleep is woken once for all of them rather than once for each, as
 /// HAProxy's loop does by running its streams after all reads. Measured across the veth link
-/// (benches/README.md, "Answers that leave together"): on the gzip page at 32 connections the
+/// (benches/README.md, "Answers leave together"): on the gzip page at 32 connections the
 /// tunnel woke the client 0.215 times per scrape against HAProxy's 0.095, and 0.090 with this.
 /// Alone, a scrape skips it: the yield would cost a poll of the runtime for nothing.
 async fn answers_leave_together() {
     if METRICS.in_flight.get() > 1 {
-        // tokio runs a yielded task again only after it has polled for I/O once more, so this
-        // also takes in what arrived meanwhile.
+        // tokio puts a yielded task back only after it next polls for I/O (since 1.23,
+        // tokio-rs/tokio#5223), so this also takes in what arrived meanwhile. Its docs do not
+        // promise that order: the benches, not a test, watch it.
         tokio::task::yield_now().await;
     }
 }
