@@ -87,6 +87,7 @@ impl ClientExchange {
             body,
             keep_alive,
             rest,
+            ..
         } = match last.parse(bytes) {
             Ok(parsed) => parsed,
             Err(e) => return Err((stream, e)),

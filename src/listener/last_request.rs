@@ -19,7 +19,7 @@ const MOST_BYTES_KEPT: usize = 2 * 1024;
 /// The last bodiless, kept-alive request header of a connection, while it idles.
 #[derive(Default)]
 pub struct LastRequest {
-    /// The header's bytes as the client sent them.
+    /// The header's bytes, which its fields are slices of; empty when no header is kept.
     sent: Bytes,
     /// What they parsed to: taken while a request is served, given back after it. Only a
     /// request that keeps the connection is kept, so its keep-alive needs no record.
@@ -44,18 +44,18 @@ impl LastRequest {
                     body: BodyState::Done,
                     keep_alive: true,
                     rest,
+                    raw: self.sent.clone(),
                 });
             }
         }
-        self.sent = Bytes::new();
         let keepable = bytes.capacity() <= MOST_BYTES_KEPT;
-        let sent = keepable.then(|| Bytes::copy_from_slice(&bytes));
+        self.sent = Bytes::new();
         let parsed = request::parse(bytes)?;
-        if let Some(mut sent) = sent {
-            if parsed.body == BodyState::Done && parsed.keep_alive {
-                sent.truncate(sent.len() - parsed.rest.len());
-                self.sent = sent;
-            }
+        if keepable && parsed.body == BodyState::Done && parsed.keep_alive {
+            // The header's own bytes, which its fields already hold: no copy. A target that
+            // had to be escaped leaves them unlike what the client sends, so that request is
+            // parsed each time, as before.
+            self.sent = parsed.raw.clone();
         }
         Ok(parsed)
     }
@@ -102,6 +102,30 @@ mod tests {
         );
         assert!(!other.header.headers.contains_key("x-kept"));
         assert_eq!(other.header.uri, "/metrics?target=b");
+    }
+
+    #[test]
+    fn a_target_that_was_escaped_is_known_by_its_escaped_bytes() {
+        let mut last = LastRequest::default();
+        let sent = b"GET /metrics?a=b c HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut first = parsed(&mut last, sent);
+        assert_eq!(first.header.uri, "/metrics?a=b%20c");
+        first.header.insert_header("x-kept", "1").expect("field");
+        last.give_back(first.header);
+        // The same bytes again are not the kept header's bytes (those are escaped): parsed.
+        let again = parsed(&mut last, sent);
+        assert!(!again.header.headers.contains_key("x-kept"));
+        assert_eq!(again.header.uri, "/metrics?a=b%20c");
+        let mut again = again;
+        again.header.insert_header("x-kept", "1").expect("field");
+        last.give_back(again.header);
+        // The escaped bytes are the kept header's own: the same header.
+        let escaped = parsed(
+            &mut last,
+            b"GET /metrics?a=b%20c HTTP/1.1\r\nHost: t\r\n\r\n",
+        );
+        assert!(escaped.header.headers.contains_key("x-kept"));
+        assert_eq!(escaped.header.uri, "/metrics?a=b%20c");
     }
 
     #[test]

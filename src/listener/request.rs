@@ -14,7 +14,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::Version;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
@@ -43,6 +43,9 @@ pub struct ParsedRequest {
     pub keep_alive: bool,
     /// The bytes read after the header: the body's first bytes, or pipelined requests.
     pub rest: BytesMut,
+    /// The header's bytes as parsed (the client's, or with its target escaped); the header's
+    /// fields are slices of them.
+    pub raw: Bytes,
 }
 
 /// A request whose header the HTTP/1 rules refuse.
@@ -172,6 +175,7 @@ fn parse_as_sent(mut bytes: BytesMut) -> std::result::Result<ParsedRequest, Unpa
         body,
         keep_alive,
         rest,
+        raw,
     })
 }
 
