@@ -3,14 +3,15 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use common::pki::Pki;
+use common::pushprox::read_response;
 use common::upstream::Exporter;
-use common::{agent, answer_on, exporter_page, get, request, require_tool, write_file, Tunnel};
+use common::{agent, exporter_page, get, request, require_tool, write_file, Tunnel};
 
 #[test]
 fn client_cidrs_outside_the_list_get_403() {
@@ -106,10 +107,11 @@ fn every_request_on_a_kept_alive_connection_is_checked_repeated_or_not() {
     // A connection's last request header is used again when the next request is the same
     // bytes (src/listener/last_request.rs): the checks must still run on each.
     let (_dir, exporter, tunnel) = bearer_tunnel();
-    let mut stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    let stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let mut answers = BufReader::new(&stream);
     let scrape = |token: &str| {
         format!("GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n")
     };
@@ -122,10 +124,11 @@ fn every_request_on_a_kept_alive_connection_is_checked_repeated_or_not() {
         "wrong",
         "tunnel-secret",
     ] {
-        stream
+        (&stream)
             .write_all(scrape(token).as_bytes())
             .expect("send on the kept connection");
-        statuses.push(answer_on(&mut stream).0);
+        let answer = read_response(&mut answers, false).expect("an answer");
+        statuses.push(answer.status);
     }
     assert_eq!(statuses, [401, 401, 200, 200, 401, 200]);
     assert_eq!(

@@ -7,8 +7,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::pushprox::read_response;
 use common::upstream::Exporter;
-use common::{agent, answer_on, exporter_page, get, raw_exchange, raw_status, request, Tunnel};
+use common::{agent, exporter_page, get, raw_exchange, raw_status, request, Tunnel};
 
 /// A normal scrape must still be answered, in full, within a second.
 fn still_answers(tunnel: &Tunnel, page: &[u8]) {
@@ -233,26 +234,27 @@ fn a_kept_alive_connection_closes_after_idle_timeout_of_silence_only() {
     let page = exporter_page(500);
     let exporter = Exporter::start(page.clone());
     let tunnel = Tunnel::start(exporter.port, &[("IDLE_TIMEOUT", "2s")]);
-    let mut stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
+    let stream = TcpStream::connect(("127.0.0.1", tunnel.proxy_port)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let mut answers = std::io::BufReader::new(&stream);
     let opened = Instant::now();
     let mut last_answer = Instant::now();
     while opened.elapsed() < Duration::from_millis(5500) {
-        stream
+        (&stream)
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
             .expect("send on the kept connection");
-        let (status, body) = answer_on(&mut stream);
+        let answer = read_response(&mut answers, false).expect("an answer");
         last_answer = Instant::now();
-        assert_eq!(status, 200);
-        assert!(body == page, "body differs");
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == page, "body differs");
         if opened.elapsed() < Duration::from_millis(5500) {
             std::thread::sleep(Duration::from_millis(700));
         }
     }
     let mut rest = Vec::new();
-    let read = std::io::Read::read_to_end(&mut stream, &mut rest);
+    let read = std::io::Read::read_to_end(&mut answers, &mut rest);
     let waited = last_answer.elapsed();
     assert!(read.is_ok() && rest.is_empty(), "{read:?} {rest:?}");
     assert!(

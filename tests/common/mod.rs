@@ -585,23 +585,3 @@ pub fn hang_up_in_parallel(port: u16, request: &[u8], threads: usize, each: usiz
         w.join().expect("a client thread");
     }
 }
-
-/// One answer read from a kept-alive connection: its status and body (by `Content-Length`).
-pub fn answer_on(stream: &mut TcpStream) -> (u16, Vec<u8>) {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = std::io::Read::read(stream, &mut byte).expect("read the header");
-        assert_eq!(n, 1, "closed mid-header: {}", String::from_utf8_lossy(&got));
-        got.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a Content-Length");
-    let mut body = vec![0u8; length];
-    std::io::Read::read_exact(stream, &mut body).expect("read the body");
-    (raw_status(&got).expect("a status"), body)
-}
