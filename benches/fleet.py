@@ -15,7 +15,8 @@ and new exporter connections per minute in the measured window (counted by nginx
 stub_status; over TLS each one is a handshake). The goal: CPU per scrape and RSS no worse than
 HAProxy's, and no new connection (no handshake) per scrape.
 
-Usage: benches/fleet.sh [--targets N] [--interval SECONDS] [--duration SECONDS] [--out DIR]
+Usage: benches/fleet.sh [--targets N] [--interval SECONDS] [--duration SECONDS] [--rounds N]
+       [--out DIR]
 Results: DIR/fleet.json and DIR/fleet.md.
 """
 
@@ -24,6 +25,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -256,27 +258,55 @@ def measure(work: Path, fleet: Fleet, proxy: str, scheme: str, interval: float, 
             child.kill()
 
 
-def markdown(results: list[dict], meta: dict) -> str:
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per proxy and scheme from interleaved rounds: medians, the worst of the counts
+    that must be zero, and the tunnel's CPU and RSS against HAProxy's of the same round, whose
+    median is the ratio reported (the machine's noise moves both proxies of one round alike)."""
+    rows = []
+    keys = list(dict.fromkeys((r["proxy"], r["scheme"]) for r in runs))
+    for proxy, scheme in keys:
+        mine = [r for r in runs if (r["proxy"], r["scheme"]) == (proxy, scheme)]
+        theirs = {r["round"]: r for r in runs if (r["proxy"], r["scheme"]) == ("haproxy", scheme)}
+        paired = [(r, theirs[r["round"]]) for r in mine if r["round"] in theirs]
+        rows.append({
+            "proxy": proxy, "scheme": scheme, "rounds": len(mine),
+            "rate": round(statistics.median(r["rate"] for r in mine)),
+            "cpu_us_per_scrape": round(statistics.median(r["cpu_us_per_scrape"] for r in mine), 1),
+            "cpu_us_each_round": [r["cpu_us_per_scrape"] for r in mine],
+            "cpu_vs_haproxy": round(statistics.median(
+                r["cpu_us_per_scrape"] / h["cpu_us_per_scrape"] for r, h in paired), 2),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in mine),
+            "rss_vs_haproxy": round(statistics.median(
+                r["peak_rss_mib"] / h["peak_rss_mib"] for r, h in paired), 2),
+            "exporter_connections_held": min(r["exporter_connections_held"] for r in mine),
+            "new_exporter_connections_per_minute": max(
+                r["new_exporter_connections_per_minute"] for r in mine),
+            "errors": sum(r["errors"] for r in mine),
+        })
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         f"Measured {meta['date']} on {machine_line(meta['machine'])}; {meta['targets']} exporters "
         f"(one nginx, {meta['targets']} ports per scheme) behind a veth pair, each scraped every "
         f"{meta['interval']:g} s for {meta['duration']:g} s after a warm-up, gzip asked, over "
-        f"{CLIENT_CONNECTIONS} client connections; one proxy thread.",
+        f"{CLIENT_CONNECTIONS} client connections; one proxy thread; {meta['rounds']} rounds, the "
+        "proxies taking turns within each. Figures are medians; a ratio is the median of the "
+        "tunnel's figure over HAProxy's of the same round.",
         "",
-        "| proxy | scheme | scrapes/s | CPU per scrape | vs HAProxy | peak RSS | vs HAProxy "
-        "| exporter connections held | new exporter connections (handshakes over TLS) per minute "
-        "| errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| proxy | scheme | scrapes/s | CPU per scrape | each round | vs HAProxy | peak RSS "
+        "| vs HAProxy | exporter connections held | new exporter connections (handshakes over "
+        "TLS) per minute | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    by = {(r["proxy"], r["scheme"]): r for r in results}
-    for r in results:
-        h = by.get(("haproxy", r["scheme"]))
-        cpu_ratio = f"{r['cpu_us_per_scrape'] / h['cpu_us_per_scrape']:.2f}x" if h else "-"
-        rss_ratio = f"{r['peak_rss_mib'] / h['peak_rss_mib']:.2f}x" if h else "-"
+    for r in rows:
+        each = ", ".join(f"{c:g}" for c in r["cpu_us_each_round"])
         lines.append(
-            f"| {r['proxy']} | {r['scheme']} | {r['rate']:,} | {r['cpu_us_per_scrape']} us | {cpu_ratio} "
-            f"| {r['peak_rss_mib']} MiB | {rss_ratio} | {r['exporter_connections_held']:,} "
-            f"| {r['new_exporter_connections_per_minute']} | {r['errors']} |")
+            f"| {r['proxy']} | {r['scheme']} | {r['rate']:,} | {r['cpu_us_per_scrape']} us | {each} "
+            f"| {r['cpu_vs_haproxy']:.2f}x | {r['peak_rss_mib']} MiB | {r['rss_vs_haproxy']:.2f}x "
+            f"| {r['exporter_connections_held']:,} | {r['new_exporter_connections_per_minute']} "
+            f"| {r['errors']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +315,8 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes of a target")
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every proxy and scheme, taken in turns; figures are medians")
     parser.add_argument("--out", type=Path, default=ROOT / "benches" / "results")
     args = parser.parse_args()
     if not TUNNEL.is_file():
@@ -292,25 +324,31 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("the fleet bench makes a network namespace: run it as root")
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "targets": args.targets,
-            "interval": args.interval, "duration": args.duration}
-    results = []
+            "interval": args.interval, "duration": args.duration, "rounds": args.rounds}
+    runs = []
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp, Link("veth") as link:
         work = Path(tmp)
         certificates(work, link.upstream_host)
         fleet = Fleet(work, link, args.targets)
         fleet.start()
         try:
-            for scheme in ("http", "https"):
-                for proxy in ("haproxy", "tunnel"):
-                    result = measure(work, fleet, proxy, scheme, args.interval, args.duration)
-                    print(json.dumps(result), flush=True)
-                    results.append(result)
+            for round_ in range(args.rounds):
+                # Turns alternate, so that neither proxy always runs first after the other.
+                order = ("haproxy", "tunnel") if round_ % 2 == 0 else ("tunnel", "haproxy")
+                for scheme in ("http", "https"):
+                    for proxy in order:
+                        result = measure(work, fleet, proxy, scheme, args.interval, args.duration)
+                        result["round"] = round_
+                        print(json.dumps(result), flush=True)
+                        runs.append(result)
         finally:
             fleet.stop()
+    rows = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fleet.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (args.out / "fleet.md").write_text(markdown(results, meta))
-    print(markdown(results, meta))
+    (args.out / "fleet.json").write_text(
+        json.dumps({"meta": meta, "results": rows, "runs": runs}, indent=2) + "\n")
+    (args.out / "fleet.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
 
 
 if __name__ == "__main__":
