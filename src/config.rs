@@ -47,6 +47,13 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 /// scrape arms connect, read and write timeouts; in the side-by-side bench this cut the CPU per
 /// scrape of a small (gzip) page by about a tenth and the RSS by 2 MiB.
 pub const DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECONDS: Option<u64> = Some(0);
+/// Pingora's `work_stealing` unless the conf file sets it: each worker thread runs its own
+/// single-threaded tokio runtime, and a connection stays on the thread it was accepted on, as
+/// in HAProxy and nginx. A scrape is short and every thread takes connections in turn, so
+/// stealing has little to balance, while tokio's multi-threaded scheduler reads the clock four
+/// times per pass for its own statistics. On the gzip page across the veth link the tunnel with
+/// one thread then served 8% more scrapes a second (benches/README.md, "One runtime per thread").
+pub const DEFAULT_WORK_STEALING: bool = false;
 /// Pingora's `graceful_shutdown_timeout_seconds` unless the conf file sets it.
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
@@ -107,6 +114,9 @@ pub fn load(cli: &cli::Cli, env: &impl EnvSource) -> Result<LoadedConfig, Refuse
     if !keys_set.contains("fast_timeout_to_tokio_threshold_seconds") {
         server.fast_timeout_to_tokio_threshold_seconds =
             DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECONDS;
+    }
+    if !keys_set.contains("work_stealing") {
+        server.work_stealing = DEFAULT_WORK_STEALING;
     }
     server
         .grace_period_seconds

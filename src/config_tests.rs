@@ -286,13 +286,14 @@ fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
         loaded.server.grace_period_seconds,
         Some(DEFAULT_GRACE_PERIOD_SECONDS)
     );
+    assert!(!loaded.server.work_stealing, "a runtime per thread");
 
     let dir = std::env::temp_dir().join(format!("tunnel-conf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.yaml");
     std::fs::write(
         &path,
-        "fast_timeout_to_tokio_threshold_seconds: 900\ngrace_period_seconds: 1\n",
+        "fast_timeout_to_tokio_threshold_seconds: 900\ngrace_period_seconds: 1\nwork_stealing: true\n",
     )
     .unwrap();
     let with_file =
@@ -303,6 +304,7 @@ fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
         Some(900)
     );
     assert_eq!(loaded.server.grace_period_seconds, Some(1));
+    assert!(loaded.server.work_stealing, "as the file says");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
