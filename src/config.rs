@@ -47,14 +47,18 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 5;
 /// scrape arms connect, read and write timeouts; in the side-by-side bench this cut the CPU per
 /// scrape of a small (gzip) page by about a tenth and the RSS by 2 MiB.
 pub const DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECONDS: Option<u64> = Some(0);
-/// Pingora's `work_stealing` unless the conf file sets it: each worker thread runs its own
-/// single-threaded tokio runtime, and a connection stays on the thread Pingora's accept loop
-/// gives it (one at random), as in HAProxy and nginx. A scrape is short, so stealing has little
-/// to balance, while tokio's multi-threaded scheduler reads the clock four times per pass for
-/// its own statistics. Across the veth link the tunnel with one thread then
-/// served 1-8% more gzip scrapes a second (two paired runs) and took 14% less CPU per scrape in
-/// the 1,000-exporter fleet (benches/README.md, "What was changed by measurement").
-pub const DEFAULT_WORK_STEALING: bool = false;
+/// Pingora's `work_stealing` unless the conf file sets it: with one worker thread (Pingora's
+/// default `threads`) there is nothing to steal, and tokio's multi-threaded scheduler only adds
+/// its own statistics, four clock reads per pass; Pingora's other runtime, a current-thread
+/// runtime per thread, served 1-8% more gzip scrapes a second across the veth link (two paired
+/// runs) and took 14% less CPU per scrape in the 1,000-exporter fleet (benches/README.md, "What
+/// was changed by measurement"). With more threads Pingora's own default stands: its
+/// runtime-per-thread pool leaves every accepted socket on the accept loop's thread, whose
+/// reactor then wakes the connection's thread for each of its reads and writes (two threads,
+/// gzip page: 61,503 req/s against 65,949 with work stealing).
+pub fn default_work_stealing(threads: usize) -> bool {
+    threads > 1
+}
 /// Pingora's `graceful_shutdown_timeout_seconds` unless the conf file sets it.
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
 
@@ -117,7 +121,7 @@ pub fn load(cli: &cli::Cli, env: &impl EnvSource) -> Result<LoadedConfig, Refuse
             DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECONDS;
     }
     if !keys_set.contains("work_stealing") {
-        server.work_stealing = DEFAULT_WORK_STEALING;
+        server.work_stealing = default_work_stealing(server.threads);
     }
     server
         .grace_period_seconds

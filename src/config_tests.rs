@@ -286,7 +286,7 @@ fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
         loaded.server.grace_period_seconds,
         Some(DEFAULT_GRACE_PERIOD_SECONDS)
     );
-    assert!(!loaded.server.work_stealing, "a runtime per thread");
+    assert!(!loaded.server.work_stealing, "one thread: nothing to steal");
 
     let dir = std::env::temp_dir().join(format!("tunnel-conf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -305,6 +305,22 @@ fn tunnel_defaults_for_pingora_apply_unless_the_file_sets_them() {
     );
     assert_eq!(loaded.server.grace_period_seconds, Some(1));
     assert!(loaded.server.work_stealing, "as the file says");
+
+    std::fs::write(&path, "threads: 1\nwork_stealing: true\n").unwrap();
+    let loaded = load(&with_file, &env).expect("valid");
+    assert!(
+        loaded.server.work_stealing,
+        "as the file says, with one thread too"
+    );
+    std::fs::write(&path, "threads: 4\n").unwrap();
+    let loaded = load(&with_file, &env).expect("valid");
+    assert!(
+        loaded.server.work_stealing,
+        "Pingora's default with several threads"
+    );
+    std::fs::write(&path, "threads: 1\n").unwrap();
+    let loaded = load(&with_file, &env).expect("valid");
+    assert!(!loaded.server.work_stealing, "one thread named in the file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
