@@ -12,7 +12,6 @@
 pub mod dialer;
 pub mod serve;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use crate::build_info;
 use crate::config::{AgentRoleConfig, TunnelConfig};
 use crate::material::ExporterMaterial;
 use crate::proxy::Forwarder;
-use crate::reload::Reloader;
+use crate::reload::{Reloader, WatchedConf};
 use crate::reverse::identity;
 use crate::targets::SharedTargets;
 use crate::upstream::Upstream;
@@ -37,14 +36,14 @@ pub type StartError = (u8, String);
 
 /// Adds the agent role's services to `server`: the dialler, the watch of its exporters and
 /// their reloads. `tunnel` is the configuration, `role` how to reach the tunnel, `certs` the
-/// material of that connection, `targets` the exporters, `conf_path` the conf file to watch.
+/// material of that connection, `targets` the exporters, `conf` the conf file to watch.
 pub fn start(
     server: &mut Server,
     tunnel: &TunnelConfig,
     role: &AgentRoleConfig,
     certs: ExporterMaterial,
     targets: SharedTargets,
-    conf_path: Option<PathBuf>,
+    conf: Option<WatchedConf>,
 ) -> Result<(), StartError> {
     // The name is the client certificate's first subject CN, read as the tunnel reads it, from
     // the certificate the material layer loaded and checked already.
@@ -93,7 +92,7 @@ pub fn start(
         "dialler",
         Dialer::new(agent, upstream, address),
     ));
-    let reloader = Reloader::new(std::env::args_os().collect(), conf_path, targets);
+    let reloader = Reloader::new(std::env::args_os().collect(), conf, targets);
     server.add_service(background_service("reload", reloader));
     Ok(())
 }

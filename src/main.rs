@@ -24,7 +24,7 @@ use prometheus_tunnel::listener::capacity::Capacity;
 use prometheus_tunnel::listener::ProxyPort;
 use prometheus_tunnel::material::tls::ListenerTls;
 use prometheus_tunnel::material::{self, Material};
-use prometheus_tunnel::reload::Reloader;
+use prometheus_tunnel::reload::{Reloader, WatchedConf};
 use prometheus_tunnel::reverse::poll_port::{PollPort, PortRules};
 use prometheus_tunnel::reverse::registry::{PollRules, Registry};
 use prometheus_tunnel::reverse::scrape::ReverseScrapes;
@@ -54,6 +54,12 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Stamped before it is read, so that the reload watch sees an edit made meanwhile.
+    let conf = cli
+        .pingora
+        .conf
+        .as_deref()
+        .map(|path| WatchedConf::before_reading(PathBuf::from(path)));
     let (LoadedConfig { tunnel, server }, material) = match material::load(&cli, &ProcessEnv) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -102,14 +108,13 @@ fn main() -> ExitCode {
     };
     let targets: SharedTargets = Arc::new(ArcSwap::from_pointee(table));
     // The conf file was read already; Pingora must not read it again.
-    let conf_path = cli.pingora.conf.clone().map(PathBuf::from);
     let mut opt = cli.pingora;
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server);
     server.bootstrap();
     let server_conf = Arc::clone(&server.configuration);
     if let (Some(role), Some(certs)) = (&tunnel.agent_role, tunnel_certs) {
-        let started = agent_role::start(&mut server, &tunnel, role, certs, targets, conf_path);
+        let started = agent_role::start(&mut server, &tunnel, role, certs, targets, conf);
         if let Err((code, e)) = started {
             eprintln!("prometheus-tunnel: {e}");
             return ExitCode::from(code);
@@ -167,11 +172,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reloader = Reloader::new(
-        std::env::args_os().collect(),
-        conf_path,
-        Arc::clone(&targets),
-    );
+    let reloader = Reloader::new(std::env::args_os().collect(), conf, Arc::clone(&targets));
     let admin = service::admin_service(&tunnel, &targets, registry, agent_listing, reloader.log());
     ports.push(server.add_service(proxy));
     let admin_handle = server.add_service(admin);

@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{cli::Cli, ProcessEnv};
 use crate::material;
-use crate::material::stamp::stamp;
+use crate::material::stamp::{stamp, FileStamp};
 use crate::metrics::METRICS;
 use crate::targets::{SharedTargets, TargetTable};
 
@@ -62,12 +62,40 @@ impl ReloadLog {
     }
 }
 
+/// The conf file a reloader watches, and the version of it the running targets came from.
+#[derive(Debug, Clone)]
+pub struct WatchedConf {
+    path: PathBuf,
+    /// Its stamp from just before it was last read. Taken before start-up reads the file, not
+    /// when the watch begins: an edit made while the process starts is then seen as a change,
+    /// where a stamp taken later would take it for the version already running.
+    seen: Option<FileStamp>,
+}
+
+impl WatchedConf {
+    /// The conf file at `path`, stamped now: made before the configuration is read from it.
+    pub fn before_reading(path: PathBuf) -> Self {
+        let seen = stamp(&path);
+        WatchedConf { path, seen }
+    }
+
+    /// Whether the file changed since it was last seen; if so, it is seen as it is now.
+    fn changed(&mut self) -> bool {
+        let now = stamp(&self.path);
+        if now.is_some() && now != self.seen {
+            self.seen = now;
+            return true;
+        }
+        false
+    }
+}
+
 /// The background service that reloads the target table.
 pub struct Reloader {
     /// The command line the process started with, parsed again on each reload.
     args: Vec<OsString>,
     /// The conf file (`-c`), watched for changes.
-    conf: Option<PathBuf>,
+    conf: Option<WatchedConf>,
     targets: SharedTargets,
     /// Where each reload's outcome is kept.
     log: Arc<ReloadLog>,
@@ -75,7 +103,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader of `targets` from the configuration of `args` (the process' command line).
-    pub fn new(args: Vec<OsString>, conf: Option<PathBuf>, targets: SharedTargets) -> Self {
+    pub fn new(args: Vec<OsString>, conf: Option<WatchedConf>, targets: SharedTargets) -> Self {
         Reloader {
             args,
             conf,
@@ -154,7 +182,7 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let mut last = self.conf.as_deref().and_then(stamp);
+        let mut conf = self.conf.clone();
         let mut tick = tokio::time::interval(CONF_CHECK_INTERVAL);
         loop {
             tokio::select! {
@@ -166,15 +194,28 @@ impl BackgroundService for Reloader {
                     }
                 } => self.reload("SIGHUP"),
                 _ = tick.tick() => {
-                    if let Some(conf) = &self.conf {
-                        let now = stamp(conf);
-                        if now.is_some() && now != last {
-                            last = now;
-                            self.reload("the conf file changed");
-                        }
+                    if conf.as_mut().is_some_and(WatchedConf::changed) {
+                        self.reload("the conf file changed");
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edit_made_while_the_process_starts_is_a_change() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tunnel.yaml");
+        std::fs::write(&path, "tunnel:\n").expect("conf");
+        let mut watched = WatchedConf::before_reading(path.clone());
+        // Written after start-up read the file, before the watch's first look.
+        std::fs::write(&path, "tunnel:\n  targets: []\n").expect("conf");
+        assert!(watched.changed(), "the edit is seen at the first look");
+        assert!(!watched.changed(), "and only once");
     }
 }
