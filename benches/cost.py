@@ -127,9 +127,9 @@ def main() -> None:
             lab_.start_upstream()
             for proxy in PROXIES:
                 lab_.start_proxy(proxy)
-                lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], 32, 1)  # warm up
+            lab.warm_up([lab_.ports[proxy] for proxy in PROXIES])
             for r in range(args.rounds):
-                for proxy in (PROXIES if r % 2 == 0 else list(reversed(PROXIES))):
+                for proxy in lab.in_turn(r, PROXIES):
                     runs[proxy].append(one_run(lab_, proxy, spec, args.connections, args.duration,
                                                system_events))
                     print(f"round {r + 1}: {proxy}: {runs[proxy][-1]['rps']:.0f} req/s", flush=True)

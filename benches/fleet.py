@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
-    ROOT, TUNNEL, TUNNEL_CONF, Link, cpu_ns, free_port, haproxy_head, machine, machine_line,
-    openssl, pin, rss_mib, tool, wait_port, write_pages,
+    ROOT, TUNNEL, TUNNEL_CONF, Link, cpu_ns, free_port, haproxy_head, in_turn, machine,
+    machine_line, openssl, pin, rss_mib, tool, wait_port, write_pages,
 )
 
 PLAIN_BASE = 20000
@@ -333,10 +333,8 @@ def main() -> None:
         fleet.start()
         try:
             for round_ in range(args.rounds):
-                # Turns alternate, so that neither proxy always runs first after the other.
-                order = ("haproxy", "tunnel") if round_ % 2 == 0 else ("tunnel", "haproxy")
                 for scheme in ("http", "https"):
-                    for proxy in order:
+                    for proxy in in_turn(round_, ("haproxy", "tunnel")):
                         result = measure(work, fleet, proxy, scheme, args.interval, args.duration)
                         result["round"] = round_
                         print(json.dumps(result), flush=True)

@@ -360,6 +360,21 @@ def rss_mib(pid: int) -> float:
     return rss_kib(pid) / 1024
 
 
+def in_turn(round_: int, names: list | tuple) -> list:
+    """`names` in the order round `round_` takes them: as given, then reversed, in turn, so that
+    no proxy always runs first, on a machine just come out of idle or another's load."""
+    return list(names) if round_ % 2 == 0 else list(reversed(names))
+
+
+def warm_up(ports: list[int]) -> None:
+    """Load at the level measured, on each of `ports`: their connections and caches, and the
+    machine itself. With 1 s at 8 connections the first figure of a run, the first round's first
+    turn, came out 10-20% low (the tunnel's 59 KB page at 29,647 and 30,284 req/s in two runs,
+    against 35,000-37,000 in their later rounds)."""
+    for port in ports:
+        wrk(port, "metrics", [], 32, 2)
+
+
 def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int,
         watch_pid: int | None = None, script: str | None = None) -> dict:
     """One wrk run; with `watch_pid`, also the peak RSS of that process (and its children)

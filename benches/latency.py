@@ -18,7 +18,6 @@ Result: benches/results/latency.md.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,10 +76,9 @@ def main() -> None:
                 lab_.start_proxy(proxy)
                 lab.pin(lab_.children[proxy].pid, {PROXY_CPU})
             pin_peers(lab_)
-            for proxy in PROXIES:
-                lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], 8, 1)  # warm up
+            lab.warm_up([lab_.ports[proxy] for proxy in PROXIES])
             for r in range(args.rounds):
-                for proxy in (PROXIES if r % 2 == 0 else list(reversed(PROXIES))):
+                for proxy in lab.in_turn(r, PROXIES):
                     runs[proxy].append(one_round(lab_, proxy, spec, args.duration))
                     got = runs[proxy][-1]
                     print(f"round {r + 1}: {proxy}: p50 {got['p50_us']:.0f} us, "

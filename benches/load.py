@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
-    ROOT, TUNNEL, Lab, Link, cpu_seconds, machine, machine_line, wrk,
+    ROOT, TUNNEL, Lab, Link, cpu_seconds, in_turn, machine, machine_line, warm_up, wrk,
 )
 
 PROXIES = ["tunnel", "haproxy", "nginx"]
@@ -51,9 +51,7 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict:
     results: dict = {s: {p: [] for p in PROXIES} for s in SCENARIOS}
     for r in range(rounds):
         for scenario, spec in SCENARIOS.items():
-            # Alternate the order each round so no proxy always runs on a warmer machine.
-            order = PROXIES if r % 2 == 0 else list(reversed(PROXIES))
-            for proxy in order:
+            for proxy in in_turn(r, PROXIES):
                 port = lab.ports[proxy]
                 pid = lab.children[proxy].pid
                 cpu_before = cpu_seconds(pid)
@@ -206,12 +204,7 @@ def main() -> None:
                 lab.start_upstream()
                 for proxy in PROXIES:
                     lab.start_proxy(proxy)
-                # Warm-up, at the load measured: connections, caches, and the machine itself. With
-                # 1 s at 8 connections the first figure of a run, the first round's first turn,
-                # came out 10-20% low (the tunnel's 59 KB page at 29,647 and 30,284 req/s in two
-                # runs, against 35,000-37,000 in their later rounds).
-                for proxy in PROXIES:
-                    wrk(lab.ports[proxy], "metrics", [], 32, 2)
+                warm_up([lab.ports[proxy] for proxy in PROXIES])
                 results = measure(lab, args.rounds, args.duration)
             finally:
                 lab.stop()

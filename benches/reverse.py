@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
     ROOT, TUNNEL, TUNNEL_CONF, Lab, Link, cpu_seconds, free_port, machine, machine_line,
-    nginx_conf, openssl, pin, tool, tunnel_env, wait_port, wrk,
+    in_turn, nginx_conf, openssl, pin, tool, tunnel_env, wait_port, wrk,
 )
 
 
@@ -227,8 +227,7 @@ def main() -> None:
                 scripts[path] = str(script)
             for r in range(args.rounds):
                 for scenario, (path, headers, conns) in SCENARIOS.items():
-                    order = MODES if r % 2 == 0 else list(reversed(MODES))
-                    for mode in order:
+                    for mode in in_turn(r, MODES):
                         url, extra = path, {}
                         if mode == "forward":
                             port = lab.ports["tunnel"]
