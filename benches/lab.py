@@ -333,7 +333,10 @@ def family(pid: int) -> list[int]:
     """`pid` and its descendants (nginx's workers do its work, not its master)."""
     pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue  # a thread that ended since the listing: none of its own left
         for child in children:
             pids.extend(family(int(child)))
     return pids
