@@ -90,7 +90,6 @@ impl AccessControl {
 mod tests {
     use super::*;
     use crate::config::{Origin, RawValue, Setting, SettingFile};
-    use crate::material::secret;
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
@@ -109,11 +108,7 @@ mod tests {
                 text: token.to_string_lossy().into_owned(),
             }),
         };
-        let header = AuthHeader::new(
-            credentials.clone(),
-            secret::read(&credentials).unwrap(),
-            "client credentials",
-        );
+        let header = AuthHeader::load(credentials.clone(), "client credentials").unwrap();
         let control = AccessControl::new(
             &AccessConfig {
                 allowed: Some(vec![IpRange::parse("10.0.0.0/8").unwrap()]),

@@ -221,8 +221,8 @@ impl Loader {
         if let Some(loaded) = self.secrets.get(&key) {
             return loaded.clone();
         }
-        let loaded = match secret::read(credentials) {
-            Ok(header) => Some(Arc::new(AuthHeader::new(credentials.clone(), header, what))),
+        let loaded = match AuthHeader::load(credentials.clone(), what) {
+            Ok(header) => Some(Arc::new(header)),
             Err(expected) => {
                 self.errors
                     .push(ConfigError::value(&credentials.file().source, expected));

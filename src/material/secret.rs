@@ -70,11 +70,26 @@ pub struct AuthHeader {
 }
 
 impl AuthHeader {
-    /// Starts from `header`, read from the file of `auth` (and so checked) just before.
-    pub fn new(auth: Credentials, header: HeaderValue, what: &'static str) -> Self {
+    /// Reads the file of `auth` (the start-up check) and keeps its header; what was wrong with
+    /// the file is the error. The file is stamped before it is read, so that an edit made
+    /// between the two is seen as a change at the first check rather than taken for the
+    /// version already read.
+    pub fn load(auth: Credentials, what: &'static str) -> Result<Self, String> {
+        let before = stamp(auth.file().path());
+        let header = read(&auth)?;
+        Ok(Self::with_header(auth, header, before, what))
+    }
+
+    /// Starts from `header`, read from the file of `auth` after it was stamped `before`.
+    fn with_header(
+        auth: Credentials,
+        header: HeaderValue,
+        before: Option<FileStamp>,
+        what: &'static str,
+    ) -> Self {
         AuthHeader {
             current: ArcSwap::from_pointee(Loaded {
-                stamp: stamp(auth.file().path()),
+                stamp: before,
                 header,
             }),
             auth,
@@ -179,7 +194,7 @@ mod tests {
         let auth = Credentials::Bearer {
             token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
         };
-        let header = AuthHeader::new(auth.clone(), read(&auth).unwrap(), "exporter credentials");
+        let header = AuthHeader::load(auth.clone(), "exporter credentials").unwrap();
         let t0 = Instant::now();
         assert_eq!(header.value(t0), "Bearer one");
 
@@ -196,6 +211,24 @@ mod tests {
             header.value(t0 + RECHECK_INTERVAL * 4),
             "Bearer second-token"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_edit_made_while_the_file_is_first_read_is_a_change() {
+        let dir = std::env::temp_dir().join(format!("tunnel-cred-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "one").unwrap();
+        let auth = Credentials::Bearer {
+            token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
+        };
+        // The order `load` keeps: the stamp, then the read. A rotation lands in between.
+        let before = stamp(&path);
+        let header = read(&auth).unwrap();
+        std::fs::write(&path, "rotated-token").unwrap();
+        let header = AuthHeader::with_header(auth, header, before, "exporter credentials");
+        assert_eq!(header.value(Instant::now()), "Bearer rotated-token");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
