@@ -27,10 +27,20 @@ TUNNEL = ROOT / "target" / "release" / "prometheus-tunnel"
 TUNNEL_CONF = "version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
+    kernel may hand a just-released port to the next bind, so two ports asked for in a row
+    could otherwise be the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def tool(name: str) -> str:

@@ -84,10 +84,20 @@ def tool(name: str, package: str) -> str:
     return path
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
+    kernel may hand a just-released port to the next bind, so two ports asked for in a row
+    could otherwise be the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def wait_port(port: int, limit: float = 15.0) -> None:

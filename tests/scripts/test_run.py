@@ -19,10 +19,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
+    kernel may hand a just-released port to the next bind, so two ports asked for in a row
+    could otherwise be the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def answers(port: int) -> bool:
@@ -80,7 +90,7 @@ def test_a_fresh_machine_scrapes_a_real_node_exporter(no_exporter_port):
         assert status == 200, page
         assert "node_cpu_seconds_total" in page
         out = run.output()
-        assert f"so prometheus-node-exporter runs there until the tunnel stops" in out
+        assert "so prometheus-node-exporter runs there until the tunnel stops" in out
         assert f"curl http://127.0.0.1:{run.ports['proxy']}/metrics" in out
         assert get(f"http://127.0.0.1:{run.ports['metrics']}/healthz")[0] == 200
     finally:
