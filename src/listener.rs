@@ -46,14 +46,15 @@ use crate::metrics::{ConnectionRejection, PortMetrics};
 use client_stream::ClientStream;
 pub use exchange::ClientExchange;
 use gate::{ConnectionGate, ConnectionSlot};
-use header::HeaderFailure;
+use header::{HeaderDeadline, HeaderFailure};
 use last_request::LastRequest;
 
 /// What the proxy port does with the requests the listener reads.
 #[async_trait]
 pub trait RequestHandler: Send + Sync + 'static {
-    /// Answers the request `session` carries (its header read at `started`), and counts it.
-    async fn serve(&self, session: &mut ClientExchange, started: Instant);
+    /// Answers the request `session` carries (its header read at `started`), and counts it;
+    /// returns when the answer was done, from which the connection's idle time counts.
+    async fn serve(&self, session: &mut ClientExchange, started: Instant) -> Instant;
 
     /// Answers, where someone still listens, and counts a request whose header could not be
     /// read or parsed, on the `client` connection, which closes afterwards.
@@ -188,20 +189,20 @@ impl<H: RequestHandler> ProxyPort<H> {
         let mut carried: Option<BytesMut> = None;
         let mut last = LastRequest::default();
         let mut first = true;
+        // When the last answer was done (the clock read that counted it starts the idle time);
+        // set by each answer before it is used.
+        let mut answered = first_deadline;
         // The connection's one timer for its waits between requests (see `first_bytes`).
         let idle = tokio::time::sleep_until(first_deadline);
         tokio::pin!(idle);
         loop {
             // 3. The first bytes of the next request: pipelined ones, or from the socket.
+            let later = HeaderDeadline::After(self.limits.header_read_timeout);
             let (bytes, deadline) = match carried.take() {
-                Some(bytes) => (
-                    bytes,
-                    tokio::time::Instant::now() + self.limits.header_read_timeout,
-                ),
+                Some(bytes) => (bytes, later),
                 None => {
                     if !first {
-                        idle.as_mut()
-                            .reset(tokio::time::Instant::now() + self.limits.idle_timeout);
+                        idle.as_mut().reset(answered + self.limits.idle_timeout);
                     }
                     // A request already on its way is served (its connection then closes);
                     // only an idle connection is closed when the server shuts down.
@@ -211,11 +212,8 @@ impl<H: RequestHandler> ProxyPort<H> {
                         _ = shutdown.changed() => return,
                     };
                     match arrived {
-                        Ok(bytes) if first => (bytes, first_deadline),
-                        Ok(bytes) => (
-                            bytes,
-                            tokio::time::Instant::now() + self.limits.header_read_timeout,
-                        ),
+                        Ok(bytes) if first => (bytes, HeaderDeadline::At(first_deadline)),
+                        Ok(bytes) => (bytes, later),
                         Err(HeaderFailure::Idle) if first => {
                             self.metrics
                                 .connection_rejected(ConnectionRejection::HeaderTimeout)
@@ -235,22 +233,26 @@ impl<H: RequestHandler> ProxyPort<H> {
                 Box::pin(self.serve_request(stream, bytes, deadline, &shutdown, &mut last)).await;
             match served {
                 // 5. On to the next request, if the connection may carry one.
-                Some((next, pipelined)) => (stream, carried) = (next, pipelined),
+                Some((next, pipelined, done)) => {
+                    (stream, carried) = (next, pipelined);
+                    answered = done.into();
+                }
                 None => return,
             }
         }
     }
 
     /// Reads, parses (or takes from `last`) and answers one request whose first `bytes`
-    /// arrived; returns the connection and any pipelined bytes if it may carry another request.
+    /// arrived; returns the connection, any pipelined bytes and when the answer was done, if
+    /// it may carry another request.
     async fn serve_request(
         &self,
         mut stream: Stream,
         bytes: BytesMut,
-        deadline: tokio::time::Instant,
+        deadline: HeaderDeadline,
         shutdown: &ShutdownWatch,
         last: &mut LastRequest,
-    ) -> Option<(Stream, Option<BytesMut>)> {
+    ) -> Option<(Stream, Option<BytesMut>, Instant)> {
         let header = match header::rest_of_header(&mut stream, bytes, deadline).await {
             Ok(header) => header,
             Err(failure) => {
@@ -270,11 +272,12 @@ impl<H: RequestHandler> ProxyPort<H> {
                 return None;
             }
         };
-        self.handler.serve(&mut session, started).await;
+        let done = self.handler.serve(&mut session, started).await;
         if *shutdown.borrow() {
             session.close_after_answer();
         }
-        session.into_reusable(last).await
+        let (stream, pipelined) = session.into_reusable(last).await?;
+        Some((stream, pipelined, done))
     }
 
     /// Counts and answers a request whose header did not arrive whole.

@@ -296,24 +296,13 @@ impl TunnelProxy {
     async fn forward(&self, session: &mut ClientExchange, ctx: &mut RequestCtx) -> Result<()> {
         let target = chosen(&ctx.target)?;
         ctx.forwarded = true;
-        // Time already spent counts against it.
-        let remaining = ctx.scrape_deadline().remaining();
-        if remaining.is_zero() {
-            return Err(Error::explain(
-                ErrorType::ConnectTimedout,
-                "scrape deadline passed before connecting",
-            )
-            .into_up());
-        }
-        let peer = target.upstream.peer(remaining).await?;
         let path = ctx.forwarded_path.as_deref();
         let strip_client_auth = self.access.requires_credentials();
         let start = ctx.start;
         self.forwarder
             .forward(
                 session,
-                &peer,
-                target.upstream.idle_connections(),
+                &target.upstream,
                 ctx.scrape_deadline(),
                 rewrite::ScrapeRequest {
                     target,

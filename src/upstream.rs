@@ -112,18 +112,32 @@ impl Upstream {
         })
     }
 
-    /// A peer for one request, with every timeout set to `deadline`.
+    /// A peer for one connection, with every timeout set to `deadline`.
     pub async fn peer(&self, deadline: Duration) -> Result<Box<HttpPeer>> {
-        let mut peer = Box::new(self.template.clone());
-        if let DialAddress::Named(name) = &self.dial {
-            peer._address = PeerAddr::Inet(name.get(deadline).await?);
+        let address = self.address(|| deadline).await?;
+        Ok(Box::new(self.peer_to(address, deadline)))
+    }
+
+    /// The address a scrape dials now: the configured one, or the name's cached resolution.
+    /// `remaining` is asked for the time left only when a lookup is due, so a scrape that
+    /// reuses a connection to a fixed address neither reads the clock nor builds a peer.
+    pub async fn address(&self, remaining: impl FnOnce() -> Duration) -> Result<PeerAddr> {
+        match &self.dial {
+            DialAddress::Fixed(_) => Ok(self.template._address.clone()),
+            DialAddress::Named(name) => Ok(PeerAddr::Inet(name.get(remaining).await?)),
         }
+    }
+
+    /// A peer for a new connection to `address`, with every timeout set to `deadline`.
+    pub fn peer_to(&self, address: PeerAddr, deadline: Duration) -> HttpPeer {
+        let mut peer = self.template.clone();
+        peer._address = address;
         let opts = &mut peer.options;
         opts.connection_timeout = Some(deadline);
         opts.total_connection_timeout = Some(deadline);
         opts.read_timeout = Some(deadline);
         opts.write_timeout = Some(deadline);
-        Ok(peer)
+        peer
     }
 
     /// The connections to the exporter that wait for the next scrape.

@@ -151,7 +151,7 @@ pub async fn relay(
     if !bodiless && header.headers.get(CONTENT_LENGTH).is_none() {
         header.insert_header(TRANSFER_ENCODING, "chunked")?;
     }
-    session.set_write_timeout(Some(deadline.saturating_duration_since(Instant::now())));
+    session.set_write_deadline(Some(tokio::time::Instant::from_std(deadline)));
     session
         .write_response_header(header)
         .await
@@ -174,7 +174,6 @@ pub async fn relay(
             return Err(failed(AGENT_TOO_LARGE, format!("over {max_body} bytes")));
         }
         METRICS.response_bytes.inc_by(piece.len() as u64);
-        session.set_write_timeout(Some(left));
         session
             .write_body(&piece)
             .await

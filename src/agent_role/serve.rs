@@ -197,7 +197,6 @@ impl AgentServer {
         start: Instant,
         limit: Duration,
     ) -> pingora_error::Result<()> {
-        let peer = target.upstream.peer(limit).await?;
         let path = session
             .req_header()
             .uri
@@ -206,8 +205,7 @@ impl AgentServer {
         self.forwarder
             .forward(
                 session,
-                &peer,
-                target.upstream.idle_connections(),
+                &target.upstream,
                 ScrapeDeadline { start, limit },
                 rewrite::ScrapeRequest {
                     target,

@@ -61,8 +61,8 @@ pub struct ClientExchange {
     keep_alive: bool,
     /// How long each read of the request body may wait.
     read_timeout: Option<Duration>,
-    /// How long each write of the answer may wait.
-    write_timeout: Option<Duration>,
+    /// When the client must have taken the answer's bytes by.
+    write_deadline: Option<tokio::time::Instant>,
     /// The answer's status, once its header is written.
     answer_status: Option<StatusCode>,
     /// The answer's header serialised and not yet sent: it leaves with the first piece of
@@ -101,7 +101,7 @@ impl ClientExchange {
             has_body: body != BodyState::Done,
             keep_alive,
             read_timeout: None,
-            write_timeout: None,
+            write_deadline: None,
             answer_status: None,
             unsent_head: Vec::new(),
             answer_body: AnswerBody::NotStarted,
@@ -140,9 +140,10 @@ impl ClientExchange {
         self.read_timeout = timeout;
     }
 
-    /// Limits each write of the answer that follows.
-    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.write_timeout = timeout;
+    /// Fails each write of the answer that follows that the client has not taken by
+    /// `deadline`: a deadline rather than a duration, so that setting it reads no clock.
+    pub fn set_write_deadline(&mut self, deadline: Option<tokio::time::Instant>) {
+        self.write_deadline = deadline;
     }
 
     /// Whether the request came without a body.

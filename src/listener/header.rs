@@ -68,12 +68,22 @@ pub async fn first_bytes<S: AsyncRead + Unpin>(
     }
 }
 
+/// When the rest of a request's header must have arrived by.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderDeadline {
+    /// A fixed instant: a connection's first request, whose time runs from the accept.
+    At(Instant),
+    /// This long after its first bytes, counted from the first read it needs beyond them: a
+    /// header that came whole in one read, as a scrape's does, reads no clock for it.
+    After(std::time::Duration),
+}
+
 /// Reads on until `buf` holds a whole header, or bytes that cannot be one (which go to the
 /// parser for its reason), within `deadline`.
 pub async fn rest_of_header<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut buf: BytesMut,
-    deadline: Instant,
+    mut deadline: HeaderDeadline,
 ) -> Result<BytesMut, HeaderFailure> {
     let mut scanned = 0;
     loop {
@@ -86,7 +96,12 @@ pub async fn rest_of_header<S: AsyncRead + Unpin>(
         // A header end may straddle two reads.
         scanned = buf.len().saturating_sub(2);
         buf.reserve(FIRST_READ_BYTES);
-        match timeout_at(deadline, stream.read_buf(&mut buf)).await {
+        let until = match deadline {
+            HeaderDeadline::At(until) => until,
+            HeaderDeadline::After(limit) => Instant::now() + limit,
+        };
+        deadline = HeaderDeadline::At(until);
+        match timeout_at(until, stream.read_buf(&mut buf)).await {
             Err(_) => return Err(HeaderFailure::Timeout),
             Ok(Ok(0) | Err(_)) => return Err(HeaderFailure::ClosedMidHeader),
             Ok(Ok(_)) => {}
@@ -177,7 +192,9 @@ mod tests {
             .await
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(1);
-            let header = rest_of_header(&mut server, first, deadline).await.unwrap();
+            let header = rest_of_header(&mut server, first, HeaderDeadline::At(deadline))
+                .await
+                .unwrap();
             assert!(header.starts_with(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n"));
             drop(writer.await.unwrap());
         });
@@ -197,7 +214,7 @@ mod tests {
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(1);
             assert_eq!(
-                rest_of_header(&mut server, first, deadline).await,
+                rest_of_header(&mut server, first, HeaderDeadline::At(deadline)).await,
                 Err(HeaderFailure::TooLarge)
             );
 
@@ -212,9 +229,10 @@ mod tests {
             )
             .await
             .unwrap();
-            let deadline = Instant::now() + Duration::from_millis(50);
+            // Counted from the read that waits: a later request's deadline.
+            let limit = HeaderDeadline::After(Duration::from_millis(50));
             assert_eq!(
-                rest_of_header(&mut server, first, deadline).await,
+                rest_of_header(&mut server, first, limit).await,
                 Err(HeaderFailure::Timeout)
             );
             drop(client);
@@ -229,7 +247,9 @@ mod tests {
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             let started = Instant::now();
-            let bytes = rest_of_header(&mut server, first, deadline).await.unwrap();
+            let bytes = rest_of_header(&mut server, first, HeaderDeadline::At(deadline))
+                .await
+                .unwrap();
             assert_eq!(
                 &bytes[..],
                 b"\x00\x01garbage",

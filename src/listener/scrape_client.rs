@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
 use bytes::Bytes;
 use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
@@ -20,8 +19,10 @@ pub trait ScrapeClient: Send {
     /// The request being answered.
     fn req_header(&self) -> &RequestHeader;
 
-    /// Limits each write that follows.
-    fn set_write_timeout(&mut self, timeout: Option<Duration>);
+    /// Fails each write that follows that the client has not taken by `deadline`. A session
+    /// that takes only a duration (Pingora's HTTP/2 stream) counts it from this call, so the
+    /// deadline is set again before each write.
+    fn set_write_deadline(&mut self, deadline: tokio::time::Instant);
 
     /// Writes the exporter's answer header.
     fn write_exporter_head(
@@ -58,8 +59,8 @@ impl ScrapeClient for ClientExchange {
         ClientExchange::req_header(self)
     }
 
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        ClientExchange::set_write_timeout(self, timeout);
+    fn set_write_deadline(&mut self, deadline: tokio::time::Instant) {
+        ClientExchange::set_write_deadline(self, Some(deadline));
     }
 
     async fn write_exporter_head(&mut self, head: &ExporterHead) -> Result<()> {
@@ -92,8 +93,10 @@ impl ScrapeClient for H2Stream {
         H2Stream::req_header(self)
     }
 
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        H2Stream::set_write_timeout(self, timeout);
+    fn set_write_deadline(&mut self, deadline: tokio::time::Instant) {
+        // Pingora's HTTP/2 stream takes a duration, counted from each write.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        H2Stream::set_write_timeout(self, Some(left));
     }
 
     async fn write_exporter_head(&mut self, head: &ExporterHead) -> Result<()> {

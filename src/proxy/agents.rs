@@ -2,12 +2,15 @@
 //! connected to this replica, else once to the replica that holds it, else `503` naming the
 //! agent (or `404` for a name no agent ever announced).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::listener::ClientExchange;
 use bytes::Bytes;
 use http::Version;
 use log::debug;
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
@@ -18,7 +21,9 @@ use crate::agent::relay::{self, AgentScrapes};
 use crate::agent::wire;
 use crate::config::error::shown;
 use crate::listener::respond::{refuse, respond};
+use crate::proxy::forward::{Destination, ScrapeDeadline};
 use crate::proxy::rewrite;
+use crate::upstream::idle::IdleConnections;
 
 impl TunnelProxy {
     /// Scrapes `name` (looked up as `lookup`) through its agent; `path` is the request line to
@@ -54,17 +59,16 @@ impl TunnelProxy {
             if let Some(route) = peers.route(name) {
                 ctx.client_metrics = Some(Arc::clone(&route.metrics));
                 ctx.forwarded = true;
-                let mut peer = HttpPeer::new(route.proxy, false, String::new());
-                let remaining = ctx.scrape_deadline().remaining();
-                peer.options.connection_timeout = Some(remaining);
-                peer.options.total_connection_timeout = Some(remaining);
                 let own = peers.own_id().to_string();
+                let replica = ReplicaPort {
+                    address: route.proxy,
+                    idle: &peers.idle,
+                };
                 return self
                     .forwarder
                     .forward(
                         session,
-                        &peer,
-                        &peers.idle,
+                        &replica,
                         ctx.scrape_deadline(),
                         |client: &RequestHeader| {
                             let mut req = Box::new(client.clone());
@@ -110,5 +114,29 @@ impl TunnelProxy {
                 .await
             }
         }
+    }
+}
+
+/// Another replica's proxy port, as a destination for a scrape of an agent it holds.
+struct ReplicaPort<'a> {
+    address: SocketAddr,
+    idle: &'a IdleConnections,
+}
+
+impl Destination for ReplicaPort<'_> {
+    async fn address(&self, _deadline: ScrapeDeadline) -> Result<PeerAddr> {
+        Ok(PeerAddr::Inet(self.address))
+    }
+
+    fn peer_to(&self, address: PeerAddr, limit: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(self.address, false, String::new());
+        peer._address = address;
+        peer.options.connection_timeout = Some(limit);
+        peer.options.total_connection_timeout = Some(limit);
+        peer
+    }
+
+    fn idle_connections(&self) -> &IdleConnections {
+        self.idle
     }
 }

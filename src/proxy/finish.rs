@@ -63,7 +63,14 @@ impl TunnelProxy {
     }
 
     /// Step 7: the request's metrics, once, whatever its end; `bytes` of body were sent.
-    fn record(&self, status: u16, failure: Option<Failure>, bytes: u64, ctx: &mut RequestCtx) {
+    /// Returns when it ended.
+    fn record(
+        &self,
+        status: u16,
+        failure: Option<Failure>,
+        bytes: u64,
+        ctx: &mut RequestCtx,
+    ) -> Instant {
         // Out of flight before counted as done, so no scrape sees both.
         drop(ctx.in_flight.take());
         let metrics = match (&ctx.target, &ctx.client_metrics) {
@@ -72,21 +79,23 @@ impl TunnelProxy {
             (None, None) => &self.unattributed,
         };
         let succeeded = failure.is_none() && (200..400).contains(&status);
+        let ended = Instant::now();
         let end = ScrapeEnd {
             status,
-            duration: ctx.start.elapsed(),
+            duration: ended.saturating_duration_since(ctx.start),
             bytes,
             // An exporter's own answer that is not a success fails the scrape too, as
             // Prometheus sees it.
             failure: (!succeeded).then(|| failure.map_or(EXPORTER_STATUS_CODE, |f| f.code())),
         };
         metrics.record(end, failure.and_then(|f| f.upstream), ctx.forwarded);
+        ended
     }
 }
 
 #[async_trait]
 impl RequestHandler for TunnelProxy {
-    async fn serve(&self, session: &mut ClientExchange, started: Instant) {
+    async fn serve(&self, session: &mut ClientExchange, started: Instant) -> Instant {
         let mut ctx = RequestCtx::new(started);
         let (status, failure) = match self.answer(session, &mut ctx).await {
             Ok(()) => (
@@ -102,7 +111,7 @@ impl RequestHandler for TunnelProxy {
             }
         };
         let bytes = session.body_bytes_sent() as u64;
-        self.record(status, failure, bytes, &mut ctx);
+        self.record(status, failure, bytes, &mut ctx)
     }
 
     async fn refuse(&self, client: &mut Stream, why: Unreadable, started: Instant) {

@@ -9,13 +9,16 @@
 //! exchange at once, freeing the exporter connection, and is counted 499. Errors are marked
 //! upstream or downstream, which decides their status and metric (`outcome.rs`).
 
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use log::debug;
 use pingora_core::connectors::{ConnectorOptions, TransportConnector};
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
-use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 
 use crate::http1::head::ExporterHead;
@@ -24,6 +27,7 @@ use crate::listener::scrape_client::ScrapeClient;
 use crate::metrics::METRICS;
 use crate::upstream::http1::{ExporterExchange, ExporterRequest};
 use crate::upstream::idle::IdleConnections;
+use crate::upstream::Upstream;
 
 /// Forwards bodiless requests to exporters over kept-alive HTTP/1 connections.
 pub struct Forwarder {
@@ -81,6 +85,33 @@ impl ScrapeDeadline {
     }
 }
 
+/// Where a scrape is forwarded: an exporter, or another replica's proxy port. Its peer (TLS,
+/// proxy, timeouts) is built only for a new connection: most scrapes reuse one and need none.
+pub trait Destination: Sync {
+    /// The address to dial for a scrape under `deadline`.
+    fn address(&self, deadline: ScrapeDeadline) -> impl Future<Output = Result<PeerAddr>> + Send;
+
+    /// A peer for a new connection to `address`, every timeout set to `limit`.
+    fn peer_to(&self, address: PeerAddr, limit: Duration) -> HttpPeer;
+
+    /// The connections to it kept alive between scrapes.
+    fn idle_connections(&self) -> &IdleConnections;
+}
+
+impl Destination for Upstream {
+    async fn address(&self, deadline: ScrapeDeadline) -> Result<PeerAddr> {
+        Upstream::address(self, || deadline.remaining()).await
+    }
+
+    fn peer_to(&self, address: PeerAddr, limit: Duration) -> HttpPeer {
+        Upstream::peer_to(self, address, limit)
+    }
+
+    fn idle_connections(&self) -> &IdleConnections {
+        Upstream::idle_connections(self)
+    }
+}
+
 /// How one try ended badly.
 enum TryFailure {
     /// Before any answer, on a connection that had been kept alive: another may do.
@@ -115,30 +146,29 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request `build` makes to `peer` and streams the answer to the client, on one
-    /// of `idle` or a new connection, which `idle` keeps afterwards if it can carry another
-    /// request. `build` runs once per try, so a retried request is built afresh rather than
-    /// kept as a copy.
+    /// Sends the request `build` makes to `destination` and streams the answer to the client,
+    /// on one of its idle connections or a new one, which is kept afterwards if it can carry
+    /// another request. `build` runs once per try, so a retried request is built afresh
+    /// rather than kept as a copy.
     pub async fn forward(
         &self,
         session: &mut impl ScrapeClient,
-        peer: &HttpPeer,
-        idle: &IdleConnections,
+        destination: &impl Destination,
         deadline: ScrapeDeadline,
         request: impl ExporterRequest,
     ) -> Result<()> {
+        let address = destination.address(deadline).await?;
+        let idle = destination.idle_connections();
         let mut tries = 0;
         loop {
             tries += 1;
-            let (stream, reused) = match idle.take(peer.address()) {
+            let (stream, reused) = match idle.take(&address, deadline.start) {
                 Some(stream) => (stream, true),
                 None => {
                     // Boxed: a connect's future (TLS, forward proxies) is over 8 KiB, which
                     // inlined would be in every scrape's future, allocated and moved per
                     // request, though most scrapes reuse a connection.
-                    let stream = Box::pin(self.transport.new_stream(peer))
-                        .await
-                        .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))?;
+                    let stream = Box::pin(self.connect(destination, &address, deadline)).await?;
                     (stream, false)
                 }
             };
@@ -151,20 +181,44 @@ impl Forwarder {
                 Ok(()) => {
                     // Kept only if the exporter allows it and the answer was read whole.
                     if let Some(stream) = exporter.into_reusable() {
-                        idle.put(stream, peer.address().clone(), self.keep_idle);
+                        idle.put(stream, address, self.keep_idle, deadline.start);
                     }
                     return Ok(());
                 }
                 Err(TryFailure::Retry(e))
                     if tries < self.max_tries && !deadline.remaining().is_zero() =>
                 {
-                    debug!("kept-alive connection to {peer} failed ({e}); trying another");
+                    debug!("kept-alive connection to {address} failed ({e}); trying another");
                 }
                 Err(TryFailure::Retry(e) | TryFailure::Fail(e)) => {
+                    let peer = destination.peer_to(address, deadline.limit);
                     return Err(e.more_context(format!("Peer: {peer}, tries: {tries}")));
                 }
             }
         }
+    }
+
+    /// A new connection to `destination` at `address`, which may take what is left of the
+    /// deadline.
+    async fn connect(
+        &self,
+        destination: &impl Destination,
+        address: &PeerAddr,
+        deadline: ScrapeDeadline,
+    ) -> Result<Stream> {
+        let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            return Err(Error::explain(
+                ErrorType::ConnectTimedout,
+                "scrape deadline passed before connecting",
+            )
+            .into_up());
+        }
+        let peer = destination.peer_to(address.clone(), remaining);
+        self.transport
+            .new_stream(&peer)
+            .await
+            .map_err(|e| e.into_up().more_context(format!("Peer: {peer}")))
     }
 }
 
@@ -206,15 +260,18 @@ async fn exchange(
         header.chunk_body();
     }
     answers_leave_together().await;
+    let until = deadline.until();
     // A client that does not read is given no more time than the exporter.
-    session.set_write_timeout(Some(deadline.remaining()));
+    session.set_write_deadline(until);
     session
         .write_exporter_head(&header)
         .await
         .map_err(|e| TryFailure::Fail(e.into_down()))?;
-    let until = deadline.until();
     // Whether the client's side may still take a spliced body; asked once it could be.
     let mut client_may_splice = true;
+    // The answer's header came within the deadline: the first read of the body needs no look
+    // at the clock, which most answers need no other read of.
+    let mut first_read = true;
     while !exporter.is_body_done() {
         if client_may_splice {
             if let Some((from, left)) = exporter.splice_source() {
@@ -231,9 +288,9 @@ async fn exchange(
                 }
             }
         }
-        // Each read may take what is left of the deadline, so a trickling body ends with it.
-        let left = deadline.remaining();
-        if left.is_zero() {
+        // Each read waits at most until the deadline; a body that keeps arriving faster than
+        // that is stopped here.
+        if !std::mem::take(&mut first_read) && deadline.remaining().is_zero() {
             return Err(TryFailure::Fail(deadline.passed_mid_body()));
         }
         let chunk = tokio::select! {
@@ -249,7 +306,7 @@ async fn exchange(
             gone = session.gone() => return Err(TryFailure::Fail(gone)),
         };
         METRICS.response_bytes.inc_by(chunk.len() as u64);
-        session.set_write_timeout(Some(left));
+        session.set_write_deadline(until);
         // Written from the exporter's read buffer, without a copy of its own.
         session
             .write_body(chunk)

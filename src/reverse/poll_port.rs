@@ -270,7 +270,7 @@ async fn read_small_body(session: &mut ClientExchange, limit: usize) -> Result<O
 
 #[async_trait]
 impl RequestHandler for PollPort {
-    async fn serve(&self, session: &mut ClientExchange, _started: Instant) {
+    async fn serve(&self, session: &mut ClientExchange, _started: Instant) -> Instant {
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let method = req.method.clone();
@@ -292,6 +292,7 @@ impl RequestHandler for PollPort {
             debug!("{method} {path} on the poll port ended: {e}");
             session.close_after_answer();
         }
+        Instant::now()
     }
 
     async fn refuse(&self, client: &mut Stream, why: Unreadable, _started: Instant) {

@@ -114,7 +114,7 @@ pub async fn relay(
         None if !bodiless => header.insert_header(TRANSFER_ENCODING, "chunked")?,
         None => {}
     }
-    session.set_write_timeout(Some(deadline.saturating_duration_since(Instant::now())));
+    session.set_write_deadline(Some(tokio::time::Instant::from_std(deadline)));
     session
         .write_response_header(Box::new(header))
         .await
@@ -139,7 +139,6 @@ pub async fn relay(
         };
         METRICS.response_bytes.inc_by(piece.len() as u64);
         written += piece.len() as u64;
-        session.set_write_timeout(Some(left));
         session
             .write_body(&piece)
             .await

@@ -50,14 +50,15 @@ impl CachedAddress {
     /// retries), the last good address is used rather than failing the scrape. With a last
     /// address to fall back on, the lookup gets half of `limit`, so the scrape keeps the other
     /// half, and a failed one is not tried again for another interval: a resolver that hangs
-    /// delays one scrape per interval, not every one.
-    pub async fn get(&self, limit: Duration) -> Result<SocketAddr> {
+    /// delays one scrape per interval, not every one. `limit` is asked only for a lookup.
+    pub async fn get(&self, limit: impl FnOnce() -> Duration) -> Result<SocketAddr> {
         let cached = self.resolved.load();
         if let Some(r) = cached.as_deref() {
             if r.at.elapsed() < RESOLVE_INTERVAL {
                 return Ok(r.addr);
             }
         }
+        let limit = limit();
         let (role, name) = (self.role, &self.name);
         let limit = if cached.is_some() { limit / 2 } else { limit };
         let looked_up =
@@ -123,8 +124,8 @@ impl DialAddress {
         }
     }
 
-    /// The address to dial now, a lookup taking at most `limit`.
-    pub async fn get(&self, limit: Duration) -> Result<SocketAddr> {
+    /// The address to dial now, a lookup taking at most what `limit` says when it is asked.
+    pub async fn get(&self, limit: impl FnOnce() -> Duration) -> Result<SocketAddr> {
         match self {
             DialAddress::Fixed(addr) => Ok(*addr),
             DialAddress::Named(cached) => cached.get(limit).await,
@@ -142,13 +143,13 @@ mod tests {
         runtime().block_on(async {
             let limit = Duration::from_secs(10);
             let name = CachedAddress::new("exporter host", "localhost".to_string(), 9100);
-            let addr = name.get(limit).await.expect("localhost resolves");
+            let addr = name.get(|| limit).await.expect("localhost resolves");
             assert_eq!(addr.port(), 9100);
             assert!(addr.ip().is_loopback());
 
             // `.invalid` never resolves (RFC 2606): with no last address, the error names it.
             let missing = CachedAddress::new("proxy host", "no-such-host.invalid".to_string(), 1);
-            let e = missing.get(limit).await.expect_err(".invalid resolved");
+            let e = missing.get(|| limit).await.expect_err(".invalid resolved");
             assert!(
                 e.to_string()
                     .contains("proxy host no-such-host.invalid did not resolve"),
@@ -161,7 +162,7 @@ mod tests {
             missing
                 .resolved
                 .store(Some(Arc::new(Resolved { addr, at: stale })));
-            assert_eq!(missing.get(limit).await.expect("last good"), addr);
+            assert_eq!(missing.get(|| limit).await.expect("last good"), addr);
             // ... and kept for another interval, so the next scrapes do not wait on the
             // resolver again.
             let kept = missing.resolved.load_full().expect("still cached");
@@ -171,7 +172,7 @@ mod tests {
                 addr,
                 at: Instant::now(),
             })));
-            assert_eq!(missing.get(Duration::ZERO).await.expect("cached"), addr);
+            assert_eq!(missing.get(|| Duration::ZERO).await.expect("cached"), addr);
         });
     }
 

@@ -125,7 +125,7 @@ impl ProxyConnector {
     async fn socks5(&self, tcp: TcpStream) -> Result<TcpStream> {
         let socks_failed = |e| self.fail(format_args!("SOCKS5 answered: {e}"));
         let target = match &self.socks_address {
-            Some(address) => TargetAddr::Ip(address.get(self.resolve_limit).await?),
+            Some(address) => TargetAddr::Ip(address.get(|| self.resolve_limit).await?),
             None => (self.target_host.as_str(), self.target_port)
                 .into_target_addr()
                 .map_err(socks_failed)?,

@@ -58,12 +58,14 @@ pub struct IdleConnections {
 }
 
 impl IdleConnections {
-    /// The most recently used connection to `address` that is still open, if any.
-    pub fn take(&self, address: &SocketAddr) -> Option<Stream> {
+    /// The most recently used connection to `address` that is still open, if any, for a
+    /// scrape that started `now`. Ages are counted between scrapes' starts, which the scrape
+    /// has read already: [`MAX_IDLE`] is minutes, so a scrape's own length does not matter.
+    pub fn take(&self, address: &SocketAddr, now: Instant) -> Option<Stream> {
         loop {
             let mut conn = self.lock().pop()?;
             TOTAL.fetch_sub(1, Ordering::Relaxed);
-            if conn.address != *address || conn.since.elapsed() > MAX_IDLE {
+            if conn.address != *address || now.saturating_duration_since(conn.since) > MAX_IDLE {
                 debug!("closing an idle connection to {}", conn.address);
                 continue;
             }
@@ -74,10 +76,11 @@ impl IdleConnections {
     }
 
     /// Keeps `stream`, a connection to `address` whose answer was read whole, for the next
-    /// scrape; at most `capacity` are kept, and none past the total limit. The least recently
-    /// used one is closed once it has waited longer than [`MAX_IDLE`], so a burst of scrapes
-    /// leaves no connections behind.
-    pub fn put(&self, mut stream: Stream, address: SocketAddr, capacity: usize) {
+    /// scrape; `now` is the start of the scrape that used it (see [`Self::take`]). At most
+    /// `capacity` are kept, and none past the total limit. The least recently used one is
+    /// closed once it has waited longer than [`MAX_IDLE`], so a burst of scrapes leaves no
+    /// connections behind.
+    pub fn put(&self, mut stream: Stream, address: SocketAddr, capacity: usize, now: Instant) {
         if !is_open(&mut stream) {
             return;
         }
@@ -88,10 +91,13 @@ impl IdleConnections {
         let conn = IdleConnection {
             stream,
             address,
-            since: Instant::now(),
+            since: now,
         };
         let mut idle = self.lock();
-        if idle.first().is_some_and(|c| c.since.elapsed() > MAX_IDLE) {
+        if idle
+            .first()
+            .is_some_and(|c| now.saturating_duration_since(c.since) > MAX_IDLE)
+        {
             idle.remove(0);
             TOTAL.fetch_sub(1, Ordering::Relaxed);
         }
@@ -182,10 +188,10 @@ mod tests {
             let pool = IdleConnections::default();
 
             let (open, _exporter) = pair(&listener).await;
-            pool.put(open, here.clone(), 8);
+            pool.put(open, here.clone(), 8, Instant::now());
             assert_eq!(pool.len(), 1);
             assert!(
-                pool.take(&elsewhere).is_none(),
+                pool.take(&elsewhere, Instant::now()).is_none(),
                 "a connection to another address"
             );
             assert!(
@@ -194,27 +200,30 @@ mod tests {
             );
 
             let (open, _exporter) = pair(&listener).await;
-            pool.put(open, here.clone(), 8);
-            assert!(pool.take(&here).is_some(), "an open connection is reused");
+            pool.put(open, here.clone(), 8, Instant::now());
+            assert!(
+                pool.take(&here, Instant::now()).is_some(),
+                "an open connection is reused"
+            );
 
             let (closed, exporter) = pair(&listener).await;
-            pool.put(closed, here.clone(), 8);
+            pool.put(closed, here.clone(), 8, Instant::now());
             drop(exporter);
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(
-                pool.take(&here).is_none(),
+                pool.take(&here, Instant::now()).is_none(),
                 "a connection the exporter closed"
             );
 
             let (chatty, mut exporter) = pair(&listener).await;
-            pool.put(chatty, here.clone(), 8);
+            pool.put(chatty, here.clone(), 8, Instant::now());
             exporter
                 .write_all(b"HTTP/1.1 200 OK\r\n")
                 .await
                 .expect("write");
             tokio::time::sleep(Duration::from_millis(50)).await;
             assert!(
-                pool.take(&here).is_none(),
+                pool.take(&here, Instant::now()).is_none(),
                 "a connection with unexpected data"
             );
             assert!(pool.is_empty());
@@ -231,7 +240,7 @@ mod tests {
             for _ in 0..3 {
                 let (conn, exporter) = pair(&listener).await;
                 exporters.push(exporter);
-                pool.put(conn, here.clone(), 2);
+                pool.put(conn, here.clone(), 2, Instant::now());
             }
             assert_eq!(pool.len(), 2, "the third is closed, not kept");
 
@@ -240,15 +249,15 @@ mod tests {
                 .checked_sub(MAX_IDLE + Duration::from_secs(1))
                 .expect("clock far enough from its start");
             pool.lock()[0].since = old;
-            pool.take(&here).expect("the newest");
+            pool.take(&here, Instant::now()).expect("the newest");
             let (conn, exporter) = pair(&listener).await;
             exporters.push(exporter);
-            pool.put(conn, here.clone(), 2);
+            pool.put(conn, here.clone(), 2, Instant::now());
             assert_eq!(pool.len(), 1, "the stale one was closed");
 
             // A taken connection older than MAX_IDLE is closed rather than used.
             pool.lock()[0].since = old;
-            assert!(pool.take(&here).is_none());
+            assert!(pool.take(&here, Instant::now()).is_none());
         });
     }
 }

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::OwnedFd;
 use std::task::Poll;
-use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Method, StatusCode};
@@ -245,7 +244,7 @@ impl ClientExchange {
 
     /// Sends what the connection gathered, within the write timeout.
     async fn flush(&mut self) -> Result<()> {
-        within(self.write_timeout, self.stream.flush())
+        within(self.write_deadline, self.stream.flush())
             .await?
             .or_err(ErrorType::WriteError, "while sending the answer")
             .map_err(|e| e.into_down())
@@ -266,7 +265,7 @@ impl ClientExchange {
         }
         let mut left = &mut slices[..count];
         while !left.is_empty() {
-            match within(self.write_timeout, self.stream.write_vectored(left)).await? {
+            match within(self.write_deadline, self.stream.write_vectored(left)).await? {
                 Ok(0) => {
                     return Err(Error::explain(
                         ErrorType::WriteError,
@@ -306,10 +305,11 @@ pub(super) fn chunk_size_line(len: usize, buf: &mut [u8; 18]) -> &[u8] {
 }
 
 /// The outcome of `write`, a write to the client, or a `WriteTimedout` error when the client
-/// took nothing within `limit` (no limit: as long as it takes). The timer is armed only if the
-/// write cannot finish at once, which a scrape's writes mostly can: arming one reads the clock.
+/// had not taken it by `deadline` (no deadline: as long as it takes). The timer is armed only
+/// if the write cannot finish at once, which a scrape's writes mostly can: arming one takes
+/// the runtime's timer lock.
 async fn within<T>(
-    limit: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
     write: impl Future<Output = std::io::Result<T>>,
 ) -> Result<std::io::Result<T>> {
     let mut write = std::pin::pin!(write);
@@ -318,13 +318,13 @@ async fn within<T>(
     {
         return Ok(done);
     }
-    let Some(limit) = limit else {
+    let Some(deadline) = deadline else {
         return Ok(write.await);
     };
-    tokio::time::timeout(limit, write).await.map_err(|_| {
+    tokio::time::timeout_at(deadline, write).await.map_err(|_| {
         Error::explain(
             ErrorType::WriteTimedout,
-            format!("the client took no bytes for {limit:?}"),
+            "the client took no bytes before the deadline",
         )
         .into_down()
     })
