@@ -13,6 +13,7 @@ from pathlib import Path
 import helm_python as helm
 import yaml
 from helm_python import _native
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "prometheus-tunnel"
@@ -82,22 +83,6 @@ def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is not installed: run scripts/test.sh, or apt-get install {package}"
     return path
-
-
-_GIVEN_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
-    kernel may hand a just-released port to the next bind, so two ports asked for in a row
-    could otherwise be the same one."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
-            return port
 
 
 def wait_port(port: int, limit: float = 15.0) -> None:

@@ -15,24 +15,9 @@ from pathlib import Path
 from threading import Thread
 
 import pytest
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-_GIVEN_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
-    kernel may hand a just-released port to the next bind, so two ports asked for in a row
-    could otherwise be the same one."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
-            return port
 
 
 def answers(port: int) -> bool:
