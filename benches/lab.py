@@ -379,13 +379,13 @@ def in_turn(round_: int, names: list | tuple) -> list:
     return list(names) if round_ % 2 == 0 else list(reversed(names))
 
 
-def warm_up(ports: list[int]) -> None:
+def warm_up(ports: list[int], connections: int = 32) -> None:
     """Load at the level measured, on each of `ports`: their connections and caches, and the
     machine itself. With 1 s at 8 connections the first figure of a run, the first round's first
     turn, came out 10-20% low (the tunnel's 59 KB page at 29,647 and 30,284 req/s in two runs,
     against 35,000-37,000 in their later rounds)."""
     for port in ports:
-        wrk(port, "metrics", [], 32, 2)
+        wrk(port, "metrics", [], connections, 2)
 
 
 def wrk(port: int, path: str, headers: list[str], connections: int, seconds: int,
