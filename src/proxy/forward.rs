@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -326,13 +327,33 @@ async fn exchange(
 /// HAProxy's loop does by running its streams after all reads. Measured across the veth link
 /// (benches/README.md, "Answers leave together"): on the gzip page at 32 connections the
 /// tunnel woke the client 0.215 times per scrape against HAProxy's 0.095, and 0.090 with this.
-/// Alone, a scrape skips it: the yield would cost a poll of the runtime for nothing.
+/// Alone, a scrape skips it: the wait would cost a second poll of its task for nothing.
 async fn answers_leave_together() {
     if METRICS.in_flight.get() > 1 {
-        // tokio puts a yielded task back only after it next polls for I/O (since 1.23,
-        // tokio-rs/tokio#5223), so this also takes in what arrived meanwhile. Its docs do not
-        // promise that order: the benches, not a test, watch it.
-        tokio::task::yield_now().await;
+        BehindTheQueue::default().await;
+    }
+}
+
+/// Pending once, waking its task at once: the task goes to the back of the runtime's queue,
+/// behind every task the last poll for I/O woke, and runs again after them. tokio's
+/// `yield_now` would also hold it until the runtime next polls for I/O (tokio-rs/tokio#5223),
+/// an `epoll_wait` more per pass for answers that are all in already. Neither order is
+/// promised by tokio's docs: the benches, not a test, watch it.
+#[derive(Default)]
+struct BehindTheQueue {
+    woken: bool,
+}
+
+impl Future for BehindTheQueue {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.woken {
+            return Poll::Ready(());
+        }
+        self.woken = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -365,5 +386,42 @@ async fn splice_rest(
             Err(TryFailure::Fail(deadline.passed_mid_body()))
         }
         Err(e) => Err(TryFailure::Fail(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_task_behind_the_queue_runs_again_after_the_tasks_already_woken() {
+        crate::test_support::runtime().block_on(async {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let first = {
+                let order = Arc::clone(&order);
+                tokio::spawn(async move {
+                    order.lock().unwrap().push("first reads its answer");
+                    BehindTheQueue::default().await;
+                    order.lock().unwrap().push("first writes");
+                })
+            };
+            let second = {
+                let order = Arc::clone(&order);
+                tokio::spawn(async move {
+                    order.lock().unwrap().push("second reads its answer");
+                })
+            };
+            first.await.unwrap();
+            second.await.unwrap();
+            assert_eq!(
+                *order.lock().unwrap(),
+                [
+                    "first reads its answer",
+                    "second reads its answer",
+                    "first writes"
+                ]
+            );
+        });
     }
 }
