@@ -35,7 +35,8 @@
 //!    mode (404 unknown, 400 missing); in reverse mode an absolute-form request's host names a
 //!    registered client (`registered.rs`: 503 at once when none is) or a configured target;
 //! 4. the deadline: the target's timeout, or Prometheus' scrape timeout if smaller;
-//! 5. forwarded (`forward.rs`): the exporter's answer streamed to the client as it comes;
+//! 5. forwarded (`forward.rs`): the exporter's answer streamed to the client as it comes, its
+//!    write waiting once behind the other answers of the same pass (`together.rs`);
 //! 6. a failure answered with its status and a one-line reason (`outcome.rs`), and logged once
 //!    (`finish.rs`);
 //! 7. counted, once, whatever its end: `TunnelProxy::record` (`finish.rs`).
@@ -48,6 +49,7 @@ mod finish;
 mod forward;
 mod outcome;
 mod registered;
+mod together;
 
 pub mod rewrite;
 pub mod route;

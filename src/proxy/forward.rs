@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -22,6 +21,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 
+use super::together::answers_leave_together;
 use crate::http1::head::ExporterHead;
 use crate::http1::splice::splice_body;
 use crate::listener::scrape_client::ScrapeClient;
@@ -321,42 +321,6 @@ async fn exchange(
         .map_err(|e| TryFailure::Fail(e.into_down()))
 }
 
-/// Lets every scrape whose answer arrived in the same pass of the runtime read it before any
-/// is written on, when other scrapes are in flight: the answers then leave back to back, and a
-/// client that was asleep is woken once for all of them rather than once for each, as
-/// HAProxy's loop does by running its streams after all reads. Measured across the veth link
-/// (benches/README.md, "Answers leave together"): on the gzip page at 32 connections the
-/// tunnel woke the client 0.215 times per scrape against HAProxy's 0.095, and 0.090 with this.
-/// Alone, a scrape skips it: the wait would cost a second poll of its task for nothing.
-async fn answers_leave_together() {
-    if METRICS.in_flight.get() > 1 {
-        BehindTheQueue::default().await;
-    }
-}
-
-/// Pending once, waking its task at once: the task goes to the back of the runtime's queue,
-/// behind every task the last poll for I/O woke, and runs again after them. tokio's
-/// `yield_now` would also hold it until the runtime next polls for I/O (tokio-rs/tokio#5223),
-/// an `epoll_wait` more per pass for answers that are all in already. Neither order is
-/// promised by tokio's docs: the benches, not a test, watch it.
-#[derive(Default)]
-struct BehindTheQueue {
-    woken: bool,
-}
-
-impl Future for BehindTheQueue {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.woken {
-            return Poll::Ready(());
-        }
-        self.woken = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// The rest of the body, `left` bytes, spliced from the exporter's socket `from` to the
 /// client's `to`, while the client is watched; both ends are told what was moved.
 async fn splice_rest(
@@ -386,42 +350,5 @@ async fn splice_rest(
             Err(TryFailure::Fail(deadline.passed_mid_body()))
         }
         Err(e) => Err(TryFailure::Fail(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[test]
-    fn a_task_behind_the_queue_runs_again_after_the_tasks_already_woken() {
-        crate::test_support::runtime().block_on(async {
-            let order = Arc::new(Mutex::new(Vec::new()));
-            let first = {
-                let order = Arc::clone(&order);
-                tokio::spawn(async move {
-                    order.lock().unwrap().push("first reads its answer");
-                    BehindTheQueue::default().await;
-                    order.lock().unwrap().push("first writes");
-                })
-            };
-            let second = {
-                let order = Arc::clone(&order);
-                tokio::spawn(async move {
-                    order.lock().unwrap().push("second reads its answer");
-                })
-            };
-            first.await.unwrap();
-            second.await.unwrap();
-            assert_eq!(
-                *order.lock().unwrap(),
-                [
-                    "first reads its answer",
-                    "second reads its answer",
-                    "first writes"
-                ]
-            );
-        });
     }
 }
