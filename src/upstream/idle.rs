@@ -49,6 +49,13 @@ struct IdleConnection {
     since: Instant,
 }
 
+impl IdleConnection {
+    /// Whether it has waited longer than [`MAX_IDLE`] by `now`.
+    fn is_stale(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) > MAX_IDLE
+    }
+}
+
 /// The idle connections to one exporter, most recently used last.
 #[derive(Default)]
 pub struct IdleConnections {
@@ -65,7 +72,7 @@ impl IdleConnections {
         loop {
             let mut conn = self.lock().pop()?;
             TOTAL.fetch_sub(1, Ordering::Relaxed);
-            if conn.address != *address || now.saturating_duration_since(conn.since) > MAX_IDLE {
+            if conn.address != *address || conn.is_stale(now) {
                 debug!("closing an idle connection to {}", conn.address);
                 continue;
             }
@@ -94,10 +101,7 @@ impl IdleConnections {
             since: now,
         };
         let mut idle = self.lock();
-        if idle
-            .first()
-            .is_some_and(|c| now.saturating_duration_since(c.since) > MAX_IDLE)
-        {
+        if idle.first().is_some_and(|c| c.is_stale(now)) {
             idle.remove(0);
             TOTAL.fetch_sub(1, Ordering::Relaxed);
         }
