@@ -163,6 +163,18 @@ mod tests {
         })
     }
 
+    /// A bearer token file holding "one", in a directory removed when the test ends (panics
+    /// included), and the credentials that name it.
+    fn token_file() -> (tempfile::TempDir, std::path::PathBuf, Credentials) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "one").unwrap();
+        let auth = Credentials::Bearer {
+            token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
+        };
+        (dir, path, auth)
+    }
+
     #[test]
     fn headers() {
         let bearer = Credentials::Bearer {
@@ -187,13 +199,7 @@ mod tests {
 
     #[test]
     fn reloads_a_changed_file_and_keeps_the_last_good_one() {
-        let dir = std::env::temp_dir().join(format!("tunnel-cred-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "one").unwrap();
-        let auth = Credentials::Bearer {
-            token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
-        };
+        let (_dir, path, auth) = token_file();
         let header = AuthHeader::load(auth.clone(), "exporter credentials").unwrap();
         let t0 = Instant::now();
         assert_eq!(header.value(t0), "Bearer one");
@@ -211,24 +217,16 @@ mod tests {
             header.value(t0 + RECHECK_INTERVAL * 4),
             "Bearer second-token"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn an_edit_made_while_the_file_is_first_read_is_a_change() {
-        let dir = std::env::temp_dir().join(format!("tunnel-cred-race-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
-        std::fs::write(&path, "one").unwrap();
-        let auth = Credentials::Bearer {
-            token_file: file(Setting::BearerTokenFile, path.to_str().unwrap()),
-        };
+        let (_dir, path, auth) = token_file();
         // The order `load` keeps: the stamp, then the read. A rotation lands in between.
         let before = stamp(&path);
         let header = read(&auth).unwrap();
         std::fs::write(&path, "rotated-token").unwrap();
         let header = AuthHeader::with_header(auth, header, before, "exporter credentials");
         assert_eq!(header.value(Instant::now()), "Bearer rotated-token");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
