@@ -20,27 +20,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# free_port: one for the benches and the Python tests, which hit the same port reuse.
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+from ports import free_port  # noqa: E402,F401
+
 PAGE = ROOT / "benches" / "node_exporter_page.txt"
 TUNNEL = ROOT / "target" / "release" / "prometheus-tunnel"
 
 # The tunnel's Pingora conf in every bench: one thread, as the other proxies get; a quick stop.
 TUNNEL_CONF = "version: 1\nthreads: 1\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n"
-
-
-_GIVEN_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free a moment ago on 127.0.0.1 and not given out before by this process: the
-    kernel may hand a just-released port to the next bind, so two ports asked for in a row
-    could otherwise be the same one."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _GIVEN_PORTS:
-            _GIVEN_PORTS.add(port)
-            return port
 
 
 def tool(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Free loopback ports for the Python tests (the chart's and the scripts')."""
+"""Free loopback ports for the Python tests (the chart's and the scripts') and the benches
+(benches/lab.py)."""
 
 import socket
 
