@@ -86,7 +86,7 @@ def summarize(results: dict) -> dict:
     return summary
 
 
-def markdown(summary: dict, meta: dict, link: str) -> str:
+def markdown(summary: dict, meta: dict, link: str, runs: dict | None = None) -> str:
     lines = [
         f"Measured {meta['date']} on {meta['machine']}; upstream: {link}; {meta['rounds']} alternating "
         f"rounds of {meta['duration']} s per figure, medians; one thread or worker per proxy, upstream "
@@ -114,7 +114,42 @@ def markdown(summary: dict, meta: dict, link: str) -> str:
                 f"| {scenario} | {proxy} | {t['rss_mib']:.1f} MiB | {t['cpu_s_per_10k']:.3f} s "
                 f"| {t['cpu_s_per_10k'] / h['cpu_s_per_10k']:.2f}x | {t['cpu_s_per_10k'] / n['cpu_s_per_10k']:.2f}x |"
             )
+    if runs is not None:
+        lines.append("")
+        lines.extend(round_by_round(runs))
     return "\n".join(lines) + "\n"
+
+
+def paired_ratios(runs: dict, proxy: str, other: str, key: str = "rps") -> list[float]:
+    """`proxy`'s figure over `other`'s, round by round: the two ran minutes apart at most, so
+    the machine's drift between rounds (up to 10% here) cancels out of each ratio."""
+    return [a[key] / b[key] for a, b in zip(runs[proxy], runs[other]) if b[key]]
+
+
+def spread(ratios: list[float], better: str = "above") -> str:
+    """A round-by-round ratio: its median, its range, and the rounds on the better side of 1.0x
+    (`above` for throughput, `below` for CPU)."""
+    good = sum(r >= 1.0 if better == "above" else r <= 1.0 for r in ratios)
+    return (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x; "
+            f"{good} of {len(ratios)} at or {better} 1.0x)")
+
+
+def round_by_round(runs: dict) -> list[str]:
+    """Each tunnel build's throughput against HAProxy's and nginx's, paired round by round:
+    whether a lead holds in every round or only in the medians."""
+    lines = [
+        "| page | proxy | req/s vs HAProxy, round by round | req/s vs nginx, round by round "
+        "| CPU per scrape vs HAProxy, round by round |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario, by_proxy in runs.items():
+        for proxy in by_proxy:
+            if proxy in ("haproxy", "haproxy-splice", "nginx"):
+                continue
+            lines.append(f"| {scenario} | {proxy} | {spread(paired_ratios(by_proxy, proxy, 'haproxy'))} "
+                         f"| {spread(paired_ratios(by_proxy, proxy, 'nginx'))} "
+                         f"| {spread(paired_ratios(by_proxy, proxy, 'haproxy', 'cpu_s_per_10k'), 'below')} |")
+    return lines
 
 
 def chart(summary: dict, path: Path) -> None:
@@ -221,7 +256,8 @@ def main() -> None:
 
 def write_reports(saved: dict, out: Path) -> None:
     """results.md (a table per link) and results.png (the first link's chart)."""
-    tables = [markdown(data["summary"], saved["meta"], link) for link, data in saved["links"].items()]
+    tables = [markdown(data["summary"], saved["meta"], link, data.get("runs"))
+              for link, data in saved["links"].items()]
     (out / "results.md").write_text("\n".join(tables))
     first = next(iter(saved["links"].values()))
     chart(first["summary"], out / "results.png")
