@@ -8,8 +8,11 @@ one at a time, while wrk scrapes one page at 32 connections (or
 and kernel CPU per scrape; from `perf stat` on the proxy its system calls and context switches
 per scrape; from `perf stat -a` (the whole machine: wrk, the proxy, the upstream) the scheduler's
 wake-ups and the inter-processor interrupts per scrape, which is where a proxy that sends to
-peers that are asleep pays: the kernel charges waking the reader to the sender. Rounds alternate
-the proxies' order; each figure is the median of the rounds.
+peers that are asleep pays: the kernel charges waking the reader to the sender. A second table
+splits the machine's time per scrape between the proxy, the upstream, the rest (wrk) and idle
+(`/proc/stat`): on two cores shared by three processes, CPU a proxy saves can go to idle rather
+than to throughput, and this shows where it went. Rounds alternate the proxies' order; each
+figure is the median of the rounds.
 
 Usage: benches/cost.sh [--page "59 KB page, gzip"] [--connections N] [--rounds N]
        [--duration SECONDS] [--name cost.md]
@@ -56,6 +59,14 @@ def counted(perf: subprocess.Popen) -> dict[str, float]:
     return counts
 
 
+def machine_busy_idle() -> tuple[int, int]:
+    """The machine's busy and idle time so far, in clock ticks, from /proc/stat: idle (and
+    waiting for I/O) against all the rest."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, idle
+
+
 def one_run(lab_: lab.Lab, proxy: str, spec: dict, connections: int, seconds: int,
             system_events: list[str]) -> dict:
     """One wrk run against `proxy` with its counters; figures per scrape."""
@@ -79,8 +90,13 @@ def one_run(lab_: lab.Lab, proxy: str, spec: dict, connections: int, seconds: in
             kernel += int(fields[12])
         return user / ticks, kernel / ticks
 
+    upstream = lab_.children["upstream"].pid
     user0, kernel0 = user_kernel()
+    busy0, idle0 = machine_busy_idle()
+    upstream0 = lab.cpu_ns(upstream)
     result = lab.wrk(lab_.ports[proxy], spec["file"], spec["headers"], connections, seconds)
+    upstream1 = lab.cpu_ns(upstream)
+    busy1, idle1 = machine_busy_idle()
     user1, kernel1 = user_kernel()
     own_counts = counted(perf_own)
     all_counts = counted(perf_all) if perf_all else {}
@@ -91,7 +107,13 @@ def one_run(lab_: lab.Lab, proxy: str, spec: dict, connections: int, seconds: in
         "user_us": (user1 - user0) / n * 1e6,
         "kernel_us": (kernel1 - kernel0) / n * 1e6,
         "errors": result["errors"],
+        "upstream_us": (upstream1 - upstream0) / 1e3 / n,
+        "busy_us": (busy1 - busy0) / ticks / n * 1e6,
+        "idle_us": (idle1 - idle0) / ticks / n * 1e6,
     }
+    # Whatever ran on the machine besides the proxy and the upstream: wrk, mostly.
+    figures["rest_us"] = (figures["busy_us"] - figures["user_us"] - figures["kernel_us"]
+                          - figures["upstream_us"])
     for name in SYSCALLS:
         figures[name] = own_counts.get(f"syscalls:sys_enter_{name}", 0.0) / n
     figures["context switches"] = own_counts.get("context-switches", 0.0) / n
@@ -152,6 +174,19 @@ def main() -> None:
         cells = [f"{m['user_us']:.1f} us", f"{m['kernel_us']:.1f} us"]
         cells += [f"{m[c]:.2f}" for c in columns[2:]]
         lines.append(f"| {proxy} | {m['rps']:,.0f} | {m['p50_us']:.0f} us | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Where the machine's two cores went per scrape while each proxy was in the middle: the "
+        "proxy, the upstream nginx (across the veth link, its CPU from the scheduler's account), "
+        "the rest (wrk, mostly) and idle (`/proc/stat`), in microseconds:",
+        "",
+        "| proxy | proxy | upstream | the rest | idle | all |",
+        "|---|---|---|---|---|---|",
+    ]
+    for proxy, m in median.items():
+        own = m["user_us"] + m["kernel_us"]
+        lines.append(f"| {proxy} | {own:.1f} | {m['upstream_us']:.1f} | {m['rest_us']:.1f} "
+                     f"| {m['idle_us']:.1f} | {m['busy_us'] + m['idle_us']:.1f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / args.name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
