@@ -275,6 +275,18 @@ backend be
             self.stop()
             sys.exit(f"{name} did not start; its log:\n{(self.work / f'{name}.log').read_text()}")
 
+    def restart_proxy(self, name: str) -> None:
+        """Stops proxy `name` and starts it afresh (on a new port), holding no connection to
+        the upstream."""
+        child = self.children.pop(name)
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        self.start_proxy(name)
+
     def _spawn(self, name: str, cmd: list[str], env=None) -> None:
         log = open(self.work / f"{name}.log", "w")
         self.children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
