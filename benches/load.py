@@ -4,7 +4,8 @@
 One shared upstream (nginx serving a captured node_exporter page), then each proxy in front of
 it with one thread or worker and upstream keep-alive on, measured in alternating rounds with wrk:
 requests/s at 32 connections, p50 and p99 at 1 connection (first in each round, on proxies
-started afresh), and for each proxy its peak RSS and CPU seconds per 10,000 scrapes. Every figure is printed as a ratio to HAProxy and to nginx, for the
+started afresh), and for each proxy its peak RSS and CPU seconds per 10,000 scrapes. Every figure
+is printed as a ratio to HAProxy and to nginx, round by round as well as by medians, for the
 plain page, the gzip-encoded page Prometheus asks for, and a 5 MB (kube-state-metrics sized) page.
 
 The upstream sits where real exporters are, on another host: in a network namespace behind a
@@ -139,20 +140,23 @@ def markdown(summary: dict, meta: dict, link: str, runs: dict | None = None) -> 
 def paired_ratios(runs: dict, proxy: str, other: str, key: str = "rps") -> list[float]:
     """`proxy`'s figure over `other`'s, round by round: the two ran minutes apart at most, so
     the machine's drift between rounds (up to 10% here) cancels out of each ratio."""
-    return [a[key] / b[key] for a, b in zip(runs[proxy], runs[other]) if b[key]]
+    return [a[key] / b[key] for a, b in zip(runs[proxy], runs[other]) if a[key] and b[key]]
 
 
 def spread(ratios: list[float], better: str = "above") -> str:
     """A round-by-round ratio: its median, its range, and the rounds on the better side of 1.0x
-    (`above` for throughput, `below` for CPU)."""
+    (`above` for throughput, `below` for CPU and latency)."""
+    if not ratios:
+        return "n/a (no round measured both)"
     good = sum(r >= 1.0 if better == "above" else r <= 1.0 for r in ratios)
     return (f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x; "
             f"{good} of {len(ratios)} at or {better} 1.0x)")
 
 
 def round_by_round(runs: dict) -> list[str]:
-    """Each tunnel build's throughput against HAProxy's and nginx's, paired round by round:
-    whether a lead holds in every round or only in the medians."""
+    """Each tunnel build's throughput against HAProxy's and nginx's, and its CPU per scrape and
+    p50 against HAProxy's, paired round by round: whether a lead holds in every round or only
+    in the medians."""
     lines = [
         "| page | proxy | req/s vs HAProxy, round by round | req/s vs nginx, round by round "
         "| CPU per scrape vs HAProxy, round by round | p50 at 1 conn vs HAProxy, round by round |",
