@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab import (  # noqa: E402
     ROOT, TUNNEL, TUNNEL_CONF, Link, cpu_ns, free_port, haproxy_head, in_turn, machine,
-    machine_line, openssl, pin, rss_mib, tool, wait_port, write_pages,
+    machine_line, openssl, pin, reap, rss_mib, tool, wait_port, write_pages,
 )
 
 PLAIN_BASE = 20000
@@ -252,10 +252,7 @@ def measure(work: Path, fleet: Fleet, proxy: str, scheme: str, interval: float, 
         }
     finally:
         child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        reap(child, limit=10)
 
 
 def summarize(runs: list[dict]) -> list[dict]:

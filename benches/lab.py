@@ -280,11 +280,7 @@ backend be
         the upstream."""
         child = self.children.pop(name)
         child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        reap(child)
         self.start_proxy(name)
 
     def _spawn(self, name: str, cmd: list[str], env=None) -> None:
@@ -295,10 +291,17 @@ backend be
         for child in self.children.values():
             child.send_signal(signal.SIGINT)
         for child in self.children.values():
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+            reap(child)
+
+
+def reap(child: subprocess.Popen, limit: float = 5.0) -> None:
+    """Waits up to `limit` seconds for `child`, already told to stop, to exit; kills it if it
+    has not."""
+    try:
+        child.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def write_pages(work: Path) -> Path:
