@@ -53,9 +53,9 @@ def one_round(lab_: lab.Lab, proxy: str, spec: dict, seconds: int, before: int) 
     one."""
     port, pid = lab_.ports[proxy], lab_.children[proxy].pid
     lab.wrk(port, spec["file"], spec["headers"], before, seconds)
-    before = lab.cpu_ns(pid)
+    cpu_before = lab.cpu_ns(pid)
     run = lab.wrk(port, spec["file"], spec["headers"], 1, seconds)
-    cpu_ns = lab.cpu_ns(pid) - before
+    cpu_ns = lab.cpu_ns(pid) - cpu_before
     return {
         "p50_us": run["p50_us"],
         "p99_us": run["p99_us"],
