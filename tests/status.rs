@@ -239,6 +239,89 @@ fn a_reload_is_shown_and_kept_targets_keep_their_record() {
     );
 }
 
+/// A conf of `count` targets, `t1` to `t{count}`, none of them listening.
+fn growing_conf(count: usize) -> String {
+    let port = closed_port();
+    let targets: String = (1..=count)
+        .map(|i| format!("  - {{name: t{i}, address: 127.0.0.1:{port}}}\n"))
+        .collect();
+    format!("tunnel:\n  targets:\n{targets}")
+}
+
+/// Stop 28's CI failure: the report read the targets, then the reload log; a reload that
+/// landed between the two was shown beside the table it replaced. Every reload here adds a
+/// target while two clients read `/status` without a pause: no report may show a reload
+/// of N targets beside fewer, or a reload later than the report itself.
+#[test]
+fn a_report_that_shows_a_reload_shows_the_targets_it_loaded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_file(dir.path(), "tunnel.yaml", &growing_conf(1));
+    let tunnel = Tunnel::start_without_exporter(&[], &["-c", conf.to_str().unwrap()]);
+    let url = tunnel.admin_url("/status");
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, done) = (url.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let client = common::agent();
+                let (mut reports, mut with_reload) = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    let answer = common::request(&client, "GET", &url, &[]);
+                    let report: Value = serde_json::from_slice(&answer.body).expect("JSON");
+                    reports += 1;
+                    let reload = &report["tunnel"]["lastReload"];
+                    assert_ne!(reload["applied"], false, "{reload}");
+                    let Some(detail) = reload["detail"].as_str() else {
+                        continue;
+                    };
+                    with_reload += 1;
+                    let loaded: usize = detail
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("no count in {detail}"));
+                    let shown = report["targets"].as_array().expect("targets").len();
+                    assert!(shown >= loaded, "{detail}, but {shown} targets shown");
+                    let (at, generated) = (&reload["at"], &report["generatedAt"]);
+                    assert!(
+                        at.as_str() <= generated.as_str(),
+                        "a reload at {at} in a report of {generated}"
+                    );
+                }
+                (reports, with_reload)
+            })
+        })
+        .collect();
+    let reloads = 200;
+    for count in 2..=reloads + 1 {
+        rewrite(&conf, &growing_conf(count));
+        tunnel.signal("HUP");
+        let start = Instant::now();
+        while !tunnel.log().contains(&format!(": {count} now, 1 added")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "reload to {count} targets: {}",
+                tunnel.log()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let (mut reports, mut with_reload) = (0, 0);
+    for reader in readers {
+        let (read, shown) = reader.join().expect("a report was inconsistent");
+        reports += read;
+        with_reload += shown;
+    }
+    // About one report per reload at least, or the reports did not overlap the reloads.
+    assert!(
+        with_reload >= reloads,
+        "only {with_reload} of {reports} reports showed a reload, over {reloads} reloads"
+    );
+}
+
 #[test]
 fn secrets_never_appear_in_the_page_or_the_json() {
     let dir = tempfile::tempdir().unwrap();

@@ -278,6 +278,10 @@ impl AdminApp {
     /// names, those matching `filter` (lower-case; empty for all), failing first; and how
     /// many targets there are, and fail, before the filter.
     pub(super) fn report(&self, filter: &str) -> (StatusReport<'_>, Counts) {
+        // The reload log first: a reload swaps its table in before it notes itself, so the
+        // targets read after its note are those it loaded (or later ones), and the report is
+        // not older than the reload it shows.
+        let tunnel = self.status.tunnel();
         let now = SystemTime::now();
         let table = self.targets.load();
         let mut targets: Vec<TargetStatus> = table
@@ -317,7 +321,7 @@ impl AdminApp {
         order(&mut targets);
         let report = StatusReport {
             generated_at: now,
-            tunnel: self.status.tunnel(),
+            tunnel,
             targets,
         };
         (report, counts)
