@@ -52,6 +52,8 @@ impl ReloadLog {
         self.last.load_full()
     }
 
+    /// Called once the reload is over, its table swapped in: the status report reads this
+    /// before the table, and so never shows a reload beside the table it replaced.
     fn note(&self, why: &'static str, applied: bool, detail: String) {
         self.last.store(Some(Arc::new(ReloadOutcome {
             at: SystemTime::now(),
